@@ -1,0 +1,5 @@
+import sys
+
+from tood_lib.cli import main
+
+sys.exit(main())

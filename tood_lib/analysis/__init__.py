@@ -1,0 +1,1 @@
+"""Measuring and drawing the model: parameter/MAC counts, alignment statistics, plots, widgets."""

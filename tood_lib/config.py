@@ -1,0 +1,259 @@
+"""Presets as plain dataclasses, named after the official config files.
+
+A ``Config`` has four parts: ``model`` (the network), ``tal`` (assignment and losses),
+``test`` (post-processing), ``data`` and ``train`` (the recipe, used by the trainer).
+Every default is the official R-50 1x value (spec §1-§3); presets change only what their
+official config changes. Overrides use dotted names: ``apply_overrides(cfg, ["train.lr=0.02"])``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+
+SUPPORTED_DEPTHS = (18, 34, 50, 101)
+
+
+@dataclass
+class ModelConfig:
+    # backbone (spec §1.1)
+    depth: int = 50
+    groups: int = 1
+    width_per_group: int = 64
+    dcn_stages: tuple[bool, bool, bool, bool] = (False, False, False, False)
+    frozen_stages: int = 1
+    norm_eval: bool = True
+    backbone_weights: str | None = "imagenet"  # what the recipe starts from; None = random init
+    # neck (spec §1.2)
+    fpn_channels: int = 256
+    strides: tuple[int, ...] = (8, 16, 32, 64, 128)
+    # head (spec §1.4)
+    head: str = "t_head"  # "t_head" or "parallel"
+    feat_channels: int = 256
+    stacked_convs: int = 6  # T-Head: 6 interactive convs; the parallel head uses 4 per tower
+    num_dcn_head: int = 0  # first k interactive convs as DCNv2 (deform_groups=4)
+    gn_groups: int = 32
+    num_classes: int = 80
+    anchor_type: str = "anchor_free"  # or "anchor_based"
+    centerness: bool = True  # parallel head only: ATSS's centerness branch
+    # MMDetection >= 2.25 replaces an aligned box that came out degenerate (x2<x1 or y2<y1) by the
+    # box before alignment; the official fcjian/TOOD code keeps it. We follow MMDetection (see README).
+    degenerate_box_fallback: bool = True
+
+
+@dataclass
+class TALConfig:
+    alpha: float = 1.0
+    beta: float = 6.0
+    topk: int = 13
+    warmup_epochs: int = 4  # epochs trained with the ATSS assigner before TAL (official `initial_epoch`)
+    atss_topk: int = 9
+    cls_gamma: float = 2.0  # quality-focal exponent
+    focal_alpha: float = 0.25  # warm-up focal loss
+    focal_gamma: float = 2.0
+    bbox_weight: float = 2.0  # GIoU loss weight
+    # Σt̂ below this is replaced by 1 (official: 1e-12; MMDetection instead clamps at min 1.0).
+    normalizer_eps: float = 1e-12
+
+
+@dataclass
+class TestConfig:
+    nms_pre: int = 1000
+    score_thr: float = 0.05
+    iou_thr: float = 0.6
+    max_per_img: int = 100
+
+
+@dataclass
+class DataConfig:
+    img_scale: tuple[int, int] = (1333, 800)  # (long side max, short side)
+    multiscale_short: tuple[int, int] | None = None  # (480, 800) for the "mstrain" recipes
+    flip_prob: float = 0.5
+    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    size_divisor: int = 32
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    lr_steps: tuple[int, ...] = (8, 11)
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 500
+    warmup_ratio: float = 0.001
+    batch_size: int = 16  # images per optimiser step over all processes (official: 4 GPUs x 4)
+
+
+@dataclass
+class Config:
+    name: str = "tood_r50_fpn_1x_coco"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tal: TALConfig = field(default_factory=TALConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _mstrain_2x(cfg: Config) -> Config:
+    cfg.data.multiscale_short = (480, 800)
+    cfg.train.epochs, cfg.train.lr_steps = 24, (16, 22)
+    return cfg
+
+
+def _r50_1x() -> Config:
+    return Config(name="tood_r50_fpn_1x_coco")
+
+
+def _r50_anchor_based() -> Config:
+    cfg = Config(name="tood_r50_fpn_anchor_based_1x_coco")
+    cfg.model.anchor_type = "anchor_based"
+    return cfg
+
+
+def _r101_mstrain() -> Config:
+    cfg = _mstrain_2x(Config(name="tood_r101_fpn_mstrain_2x_coco"))
+    cfg.model.depth = 101
+    return cfg
+
+
+def _x101_mstrain() -> Config:
+    cfg = _mstrain_2x(Config(name="tood_x101_64x4d_fpn_mstrain_2x_coco"))
+    cfg.model.depth, cfg.model.groups, cfg.model.width_per_group = 101, 64, 4
+    return cfg
+
+
+def _r101_dcn() -> Config:
+    cfg = _mstrain_2x(Config(name="tood_r101_fpn_dconv_c3-c5_mstrain_2x_coco"))
+    cfg.model.depth = 101
+    cfg.model.dcn_stages = (False, True, True, True)
+    cfg.model.num_dcn_head = 2
+    return cfg
+
+
+def _x101_dcn() -> Config:
+    cfg = _mstrain_2x(Config(name="tood_x101_64x4d_fpn_dconv_c4-c5_mstrain_2x_coco"))
+    cfg.model.depth, cfg.model.groups, cfg.model.width_per_group = 101, 64, 4
+    cfg.model.dcn_stages = (False, False, True, True)
+    cfg.model.num_dcn_head = 2
+    return cfg
+
+
+def _small() -> Config:
+    """Not an official model: a narrow TOOD that trains on two CPU cores in minutes.
+
+    ResNet-18 from scratch (no frozen stages, BatchNorm in training mode, since nothing is
+    pretrained), 64-channel FPN and head with the full T-Head structure (6 interactive layers),
+    a 10-class built-in data set, 320-pixel images, and a short schedule.
+    """
+    cfg = Config(name="tood_small")
+    m = cfg.model
+    m.depth, m.frozen_stages, m.norm_eval, m.backbone_weights = 18, -1, False, None
+    m.fpn_channels = m.feat_channels = 64
+    m.gn_groups = 16
+    m.num_classes = 10
+    cfg.data.img_scale = (320, 320)
+    cfg.train.epochs, cfg.train.lr_steps, cfg.train.batch_size = 12, (8, 11), 8
+    cfg.train.warmup_iters = 100
+    cfg.tal.warmup_epochs = 2
+    return cfg
+
+
+def _r50_parallel() -> Config:
+    """The paper's baseline: ATSS's parallel head (Table 1) on the same R-50 TOOD recipe."""
+    cfg = Config(name="atss_parallel_r50_fpn_1x_coco")
+    cfg.model.head = "parallel"
+    return cfg
+
+
+PRESETS = {
+    "tood_r50_fpn_1x_coco": _r50_1x,
+    "tood_r50_fpn_anchor_based_1x_coco": _r50_anchor_based,
+    "tood_r101_fpn_mstrain_2x_coco": _r101_mstrain,
+    "tood_x101_64x4d_fpn_mstrain_2x_coco": _x101_mstrain,
+    "tood_r101_fpn_dconv_c3-c5_mstrain_2x_coco": _r101_dcn,
+    "tood_x101_64x4d_fpn_dconv_c4-c5_mstrain_2x_coco": _x101_dcn,
+    "atss_parallel_r50_fpn_1x_coco": _r50_parallel,
+    "tood_small": _small,
+}
+
+
+def get_preset(name: str) -> Config:
+    """A fresh Config for a preset name; a clear error lists the known names."""
+    if name not in PRESETS:
+        known = "\n  ".join(PRESETS)
+        raise ValueError(f"unknown preset {name!r}; expected one of:\n  {known}")
+    return validate(PRESETS[name]())
+
+
+def validate(cfg: Config) -> Config:
+    """Check the values a user is most likely to get wrong; return cfg unchanged."""
+    m = cfg.model
+    if m.depth not in SUPPORTED_DEPTHS:
+        raise ValueError(f"model.depth: expected one of {SUPPORTED_DEPTHS}, got {m.depth}")
+    if m.head not in ("t_head", "parallel"):
+        raise ValueError(f"model.head: expected 't_head' or 'parallel', got {m.head!r}")
+    if m.anchor_type not in ("anchor_free", "anchor_based"):
+        raise ValueError(f"model.anchor_type: expected 'anchor_free' or 'anchor_based', got {m.anchor_type!r}")
+    if len(m.dcn_stages) != 4:
+        raise ValueError(f"model.dcn_stages: expected 4 flags (layer1..layer4), got {m.dcn_stages}")
+    if m.feat_channels % m.gn_groups or m.fpn_channels != m.feat_channels:
+        raise ValueError(f"model.feat_channels ({m.feat_channels}) must equal fpn_channels ({m.fpn_channels}) "
+                         f"and be divisible by gn_groups ({m.gn_groups})")
+    if not 0 <= m.num_dcn_head <= m.stacked_convs:
+        raise ValueError(f"model.num_dcn_head: expected 0..{m.stacked_convs}, got {m.num_dcn_head}")
+    if cfg.tal.topk < 1 or cfg.tal.atss_topk < 1:
+        raise ValueError(f"tal.topk and tal.atss_topk must be >= 1, got {cfg.tal.topk}, {cfg.tal.atss_topk}")
+    return cfg
+
+
+def _parse_value(text: str, current):
+    if isinstance(current, bool):
+        if text.lower() in ("1", "true", "yes"):
+            return True
+        if text.lower() in ("0", "false", "no"):
+            return False
+        raise ValueError(f"expected true/false, got {text!r}")
+    if current is None or isinstance(current, str):
+        return None if text.lower() == "none" else text
+    if isinstance(current, tuple):
+        parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
+        kind = type(current[0]) if current else float
+        return tuple(_parse_value(p.strip(), kind()) for p in parts)
+    return type(current)(text)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.field=value`` strings, e.g. ``train.lr=0.02`` or ``model.dcn_stages=0,1,1,1``."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected section.field=value")
+        key, text = item.split("=", 1)
+        section_name, _, field_name = key.strip().partition(".")
+        section = getattr(cfg, section_name, None)
+        if section is None or not dataclasses.is_dataclass(section) or not hasattr(section, field_name):
+            sections = [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
+            raise ValueError(f"override {item!r}: unknown field; sections are {sections}")
+        current = getattr(section, field_name)
+        try:
+            setattr(section, field_name, _parse_value(text.strip(), current))
+        except ValueError as err:
+            raise ValueError(f"override {item!r}: {err}") from None
+    return validate(cfg)
+
+
+def build_model(cfg_or_name: Config | str, load_backbone_weights: bool = False):
+    """Build the detector of a preset (name) or Config.
+
+    ``load_backbone_weights=True`` loads the recipe's ImageNet weights (``model.backbone_weights``)
+    through torchvision, with a clear message when they cannot be had offline. It is off by
+    default so that building a model never touches the network.
+    """
+    from tood_lib.model.detector import TOOD
+
+    cfg = get_preset(cfg_or_name) if isinstance(cfg_or_name, str) else validate(copy.deepcopy(cfg_or_name))
+    return TOOD(cfg, load_backbone_weights=load_backbone_weights)

@@ -1,0 +1,91 @@
+"""Training signal of TOOD: assign priors, build targets, sum the losses, normalise (spec §2).
+
+Epochs ``< warmup_epochs`` (official ``initial_epoch=4``) use the ATSS warm-up:
+ATSS assignment on the anchor boxes, focal loss with binary targets, centerness-weighted GIoU,
+normalised by the positive count and Σcenterness. Afterwards, Task Alignment Learning:
+the task-aligned assigner on the *predictions*, the quality-focal loss against t̂, t̂-weighted
+GIoU, both normalised by Σt̂. Every target is a constant (computed without gradient).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tood_lib.assign import Assignment, atss_assign, task_aligned_assign
+from tood_lib.batch import Batch
+from tood_lib.config import TALConfig
+from tood_lib.losses import (centerness_target, focal_loss_with_probs, normalizer, quality_focal_loss,
+                             weighted_giou_loss)
+from tood_lib.model.head_output import HeadOutput
+from tood_lib.model.priors import multilevel_priors, prior_points, valid_prior_mask
+
+
+def gather_assigned(values: Tensor, gt_index: Tensor) -> Tensor:
+    """values (B, G, D), gt_index (B, A) with -1 for background -> (B, A, D) (background rows hold row 0)."""
+    index = gt_index.clamp(min=0).unsqueeze(-1).expand(-1, -1, values.shape[-1])
+    return values.gather(1, index)
+
+
+def assign(out: HeadOutput, batch: Batch, cfg: TALConfig, warmup: bool) -> Assignment:
+    """Run the warm-up (ATSS) or the task-aligned assigner for a batch; no gradient flows."""
+    sizes, strides = out.feature_sizes, out.strides
+    device = out.scores[0].device
+    level_priors = multilevel_priors(sizes, strides, device=device)
+    priors = torch.cat(level_priors)
+    valid = valid_prior_mask(sizes, strides, batch.pad_shapes.to(device))
+    with torch.no_grad():
+        if warmup:
+            return atss_assign(priors, [len(p) for p in level_priors], batch.gt_boxes, batch.gt_labels,
+                               batch.gt_mask, valid, topk=cfg.atss_topk)
+        return task_aligned_assign(out.flat_scores().detach(), out.flat_boxes(pixels=True).detach(), priors,
+                                   batch.gt_boxes, batch.gt_labels, batch.gt_mask, valid,
+                                   alpha=cfg.alpha, beta=cfg.beta, topk=cfg.topk)
+
+
+def compute_losses(out: HeadOutput, batch: Batch, cfg: TALConfig, epoch: int) -> tuple[dict[str, Tensor], Assignment]:
+    """Losses of one batch -> ({'loss_cls', 'loss_bbox'[, 'loss_centerness'], 'normalizer_cls',
+    'normalizer_bbox', 'num_pos'}, the Assignment). The sum of the ``loss_*`` entries is what to backprop."""
+    warmup = epoch < cfg.warmup_epochs
+    a = assign(out, batch, cfg, warmup)
+    scores = out.flat_scores().float()  # (B, A, K)
+    boxes = out.flat_boxes(pixels=False).float()  # (B, A, 4) stride units
+    strides = out.flat_strides()  # (A,)
+    pos = a.positive
+
+    # classification: y = t̂ (TAL) or 1 (ATSS) in the assigned class, 0 elsewhere
+    cls_targets = torch.zeros_like(scores)
+    cls_targets[pos, a.labels[pos]] = a.target[pos].to(scores.dtype)
+    if warmup:
+        valid = valid_prior_mask(out.feature_sizes, out.strides, batch.pad_shapes.to(scores.device))
+        loss_cls = (focal_loss_with_probs(scores, cls_targets, cfg.focal_alpha, cfg.focal_gamma) * valid[..., None]).sum()
+    else:
+        # official TaskAlignedFocalLoss: every prior of the batch, no label weights
+        loss_cls = quality_focal_loss(scores, cls_targets, cfg.cls_gamma).sum()
+
+    # regression: GIoU in stride units on the positives
+    assigned_gt = gather_assigned(batch.gt_boxes.to(boxes), a.gt_index)[pos]  # (N, 4) pixels
+    pos_strides = strides.expand_as(pos)[pos].unsqueeze(1)
+    if warmup:
+        priors = torch.cat(multilevel_priors(out.feature_sizes, out.strides, device=boxes.device))
+        points = prior_points(priors).expand(len(pos), -1, -1)[pos]
+        box_weight = centerness_target(points, assigned_gt)
+    else:
+        box_weight = a.target[pos].float()
+    loss_bbox = weighted_giou_loss(boxes[pos], assigned_gt / pos_strides, box_weight, cfg.bbox_weight)
+
+    norm_cls = normalizer(a.target.sum(), cfg.normalizer_eps)  # Σt̂, or the positive count in warm-up
+    norm_bbox = normalizer(box_weight.sum(), cfg.normalizer_eps)  # Σt̂ over positives (= norm_cls), or Σcenterness
+    losses = dict(loss_cls=loss_cls / norm_cls, loss_bbox=loss_bbox / norm_bbox)
+
+    centerness = out.flat_centerness()
+    if centerness is not None:  # ATSS's centerness branch (parallel head): BCE on positives
+        priors = torch.cat(multilevel_priors(out.feature_sizes, out.strides, device=boxes.device))
+        points = prior_points(priors).expand(len(pos), -1, -1)[pos]
+        target = centerness_target(points, assigned_gt)
+        loss_ctr = F.binary_cross_entropy_with_logits(centerness[pos].float(), target, reduction="sum")
+        losses["loss_centerness"] = loss_ctr / normalizer(pos.sum().float().clamp(min=1.0), cfg.normalizer_eps)
+
+    stats = dict(normalizer_cls=torch.tensor(norm_cls), normalizer_bbox=torch.tensor(norm_bbox),
+                 num_pos=pos.sum().detach())
+    return {**losses, **stats}, a

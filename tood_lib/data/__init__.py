@@ -1,0 +1,1 @@
+"""Data: transforms, the built-in synthetic scenes (and, later, COCO)."""

@@ -1,0 +1,1 @@
+"""Running the model: checkpoints (ours and official), and later training and evaluation."""

@@ -1,0 +1,65 @@
+"""TOOD = backbone → FPN → head, with ``loss`` for training and ``predict`` for inference."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from tood_lib.batch import Batch
+from tood_lib.config import Config
+from tood_lib.criterion import compute_losses
+from tood_lib.model.backbone import ResNetBackbone
+from tood_lib.model.fpn import FPN
+from tood_lib.model.head_output import HeadOutput
+from tood_lib.model.parallel_head import ParallelHead
+from tood_lib.model.t_head import TaskAlignedHead
+from tood_lib.postprocess import postprocess
+
+
+class TOOD(nn.Module):
+    """The detector. ``epoch`` (pushed in by the trainer before every epoch) selects the ATSS
+    warm-up or Task Alignment Learning in :meth:`loss`."""
+
+    def __init__(self, cfg: Config, load_backbone_weights: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        m = cfg.model
+        self.backbone = ResNetBackbone(
+            depth=m.depth, groups=m.groups, width_per_group=m.width_per_group, frozen_stages=m.frozen_stages,
+            norm_eval=m.norm_eval, dcn_stages=m.dcn_stages,
+            pretrained=bool(load_backbone_weights and m.backbone_weights == "imagenet"))
+        self.neck = FPN(self.backbone.out_channels, m.fpn_channels, num_outs=len(m.strides))
+        if m.head == "t_head":
+            self.head = TaskAlignedHead(m.num_classes, m.fpn_channels, m.feat_channels, m.stacked_convs, m.strides,
+                                        m.anchor_type, m.num_dcn_head, m.gn_groups, m.degenerate_box_fallback)
+        else:
+            self.head = ParallelHead(m.num_classes, m.fpn_channels, m.feat_channels, 4, m.strides, m.anchor_type,
+                                     m.gn_groups, m.centerness)
+        self.epoch = 0
+
+    def forward(self, images: Tensor, return_internals: bool = False) -> HeadOutput:
+        """images (B, 3, H, W), H and W multiples of 32 -> HeadOutput (per-level scores and boxes)."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"TOOD: expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        features = self.neck(self.backbone(images))
+        return self.head(features, return_internals=return_internals)
+
+    def loss(self, batch: Batch, epoch: int | None = None, return_assignment: bool = False):
+        """Losses of a batch (dict; backprop the sum of the ``loss_*`` entries, see :func:`total_loss`)."""
+        out = self(batch.images)
+        losses, assignment = compute_losses(out, batch, self.cfg.tal, self.epoch if epoch is None else epoch)
+        return (losses, assignment) if return_assignment else losses
+
+    @torch.no_grad()
+    def predict(self, batch: Batch, **overrides) -> list[dict[str, Tensor]]:
+        """Detections per image: dicts of ``boxes`` (N, 4) in original-image pixels, ``scores``, ``labels``.
+
+        Keyword overrides replace the test config (nms_pre, score_thr, iou_thr, max_per_img).
+        """
+        out = self(batch.images)
+        test = {**self.cfg.test.__dict__, **overrides}
+        return postprocess(out, batch.image_sizes, batch.original_sizes, **test)
+
+
+def total_loss(losses: dict[str, Tensor]) -> Tensor:
+    """Sum of the entries whose name starts with ``loss``."""
+    return sum(v for k, v in losses.items() if k.startswith("loss"))
