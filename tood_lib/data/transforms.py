@@ -17,7 +17,7 @@ def rescale_size(height: int, width: int, img_scale: tuple[int, int]) -> tuple[i
 
 def to_tensor_image(image) -> Tensor:
     """(H, W, 3) uint8 RGB array or PIL image -> (3, H, W) float tensor in 0..255."""
-    array = np.asarray(image)
+    array = np.array(image)  # a writable copy (PIL images and read-only arrays alike)
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"expected an RGB image of shape (H, W, 3), got {array.shape}")
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float()

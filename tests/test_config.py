@@ -1,0 +1,59 @@
+"""Presets and overrides."""
+import pytest
+
+from tood_lib.config import PRESETS, apply_overrides, build_model, get_preset
+
+OFFICIAL_ZOO = ["tood_r50_fpn_1x_coco", "tood_r50_fpn_anchor_based_1x_coco", "tood_r101_fpn_mstrain_2x_coco",
+                "tood_x101_64x4d_fpn_mstrain_2x_coco", "tood_r101_fpn_dconv_c3-c5_mstrain_2x_coco",
+                "tood_x101_64x4d_fpn_dconv_c4-c5_mstrain_2x_coco"]
+
+
+def test_every_official_model_has_a_preset_named_after_its_config():
+    for name in OFFICIAL_ZOO:
+        assert name in PRESETS and get_preset(name).name == name
+    assert "tood_small" in PRESETS
+
+
+def test_official_recipe_defaults():
+    cfg = get_preset("tood_r50_fpn_1x_coco")
+    assert (cfg.tal.alpha, cfg.tal.beta, cfg.tal.topk, cfg.tal.atss_topk, cfg.tal.warmup_epochs) == (1.0, 6.0, 13, 9, 4)
+    assert (cfg.train.lr, cfg.train.momentum, cfg.train.weight_decay) == (0.01, 0.9, 1e-4)
+    assert (cfg.train.warmup_iters, cfg.train.warmup_ratio, cfg.train.epochs, cfg.train.lr_steps) == (500, 0.001, 12, (8, 11))
+    assert (cfg.test.nms_pre, cfg.test.score_thr, cfg.test.iou_thr, cfg.test.max_per_img) == (1000, 0.05, 0.6, 100)
+    assert cfg.model.frozen_stages == 1 and cfg.model.norm_eval and cfg.model.stacked_convs == 6
+    assert cfg.tal.bbox_weight == 2.0 and cfg.tal.cls_gamma == 2.0 and cfg.tal.focal_alpha == 0.25
+
+
+def test_variant_presets():
+    assert get_preset("tood_r50_fpn_anchor_based_1x_coco").model.anchor_type == "anchor_based"
+    x = get_preset("tood_x101_64x4d_fpn_dconv_c4-c5_mstrain_2x_coco")
+    assert (x.model.depth, x.model.groups, x.model.width_per_group) == (101, 64, 4)
+    assert x.model.dcn_stages == (False, False, True, True) and x.model.num_dcn_head == 2
+    r = get_preset("tood_r101_fpn_dconv_c3-c5_mstrain_2x_coco")
+    assert r.model.dcn_stages == (False, True, True, True)
+    assert r.data.multiscale_short == (480, 800) and r.train.epochs == 24 and r.train.lr_steps == (16, 22)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ValueError, match="(?s)unknown preset 'tood_r51'.*tood_r50_fpn_1x_coco"):
+        get_preset("tood_r51")
+
+
+def test_overrides():
+    cfg = apply_overrides(get_preset("tood_small"), ["train.lr=0.02", "tal.alpha=0.5", "model.dcn_stages=0,1,1,1",
+                                                     "model.backbone_weights=none", "model.norm_eval=true"])
+    assert cfg.train.lr == 0.02 and cfg.tal.alpha == 0.5 and cfg.model.dcn_stages == (False, True, True, True)
+    assert cfg.model.backbone_weights is None and cfg.model.norm_eval is True
+    with pytest.raises(ValueError, match="unknown field"):
+        apply_overrides(get_preset("tood_small"), ["train.learning_rate=1"])
+    with pytest.raises(ValueError, match="expected section.field=value"):
+        apply_overrides(get_preset("tood_small"), ["train.lr"])
+
+
+def test_unknown_backbone_depth_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"model.depth: expected one of \(18, 34, 50, 101\), got 152"):
+        apply_overrides(get_preset("tood_small"), ["model.depth=152"])
+    cfg = get_preset("tood_small")
+    cfg.model.depth = 77
+    with pytest.raises(ValueError, match="got 77"):
+        build_model(cfg)
