@@ -23,7 +23,7 @@ class ModelConfig:
     dcn_stages: tuple[bool, bool, bool, bool] = (False, False, False, False)
     frozen_stages: int = 1
     norm_eval: bool = True
-    backbone_weights: str | None = "imagenet"  # what the recipe starts from; None = random init
+    backbone_weights: str | None = "imagenet"  # "imagenet" (torchvision), a local .pth path, or None (random init)
     # neck (spec §1.2)
     fpn_channels: int = 256
     strides: tuple[int, ...] = (8, 16, 32, 64, 128)

@@ -26,7 +26,7 @@ class TOOD(nn.Module):
         self.backbone = ResNetBackbone(
             depth=m.depth, groups=m.groups, width_per_group=m.width_per_group, frozen_stages=m.frozen_stages,
             norm_eval=m.norm_eval, dcn_stages=m.dcn_stages,
-            pretrained=bool(load_backbone_weights and m.backbone_weights == "imagenet"))
+            pretrained=_backbone_weights(m.backbone_weights) if load_backbone_weights else False)
         self.neck = FPN(self.backbone.out_channels, m.fpn_channels, num_outs=len(m.strides))
         if m.head == "t_head":
             self.head = TaskAlignedHead(m.num_classes, m.fpn_channels, m.feat_channels, m.stacked_convs, m.strides,
@@ -58,6 +58,13 @@ class TOOD(nn.Module):
         out = self(batch.images)
         test = {**self.cfg.test.__dict__, **overrides}
         return postprocess(out, batch.image_sizes, batch.original_sizes, **test)
+
+
+def _backbone_weights(setting: str | None) -> bool | str:
+    """'imagenet' -> torchvision's ImageNet weights (True); a path -> that file; None -> random init."""
+    if setting is None:
+        return False
+    return True if setting == "imagenet" else setting
 
 
 def total_loss(losses: dict[str, Tensor]) -> Tensor:
