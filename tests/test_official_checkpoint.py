@@ -1,7 +1,7 @@
 """Official checkpoint conversion: every reference key loads, both namings, and clear refusals.
 
 The reference file itself (~130 MB) is not available offline; instead a state dict with every key
-and shape of the reference TOOD R-50 checkpoint (/work/shared/mmdet_tood_r50_keys.json) is filled
+and shape of the reference TOOD R-50 checkpoint (../shared/mmdet_tood_r50_keys.json) is filled
 with random values, converted and loaded, and each value is checked to arrive where it belongs.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ KEYS_FILE = Path(__file__).resolve().parents[2] / "shared" / "mmdet_tood_r50_key
 pytestmark = pytest.mark.skipif(not KEYS_FILE.is_file(),
                                 reason=f"reference key list {KEYS_FILE} not found (it lives outside the repo)")
 
-OFFICIAL_RENAMES = [  # MMDetection -> official fcjian/TOOD, as in /work/shared/checkpoint_names.md
+OFFICIAL_RENAMES = [  # MMDetection -> official fcjian/TOOD, as in ../shared/checkpoint_names.md
     (r"_decomp\.layer_attention\.0\.", "_decomp.la_conv1."), (r"_decomp\.layer_attention\.2\.", "_decomp.la_conv2."),
     (r"cls_prob_module\.0\.", "cls_prob_conv1."), (r"cls_prob_module\.2\.", "cls_prob_conv2."),
     (r"reg_offset_module\.0\.", "reg_offset_conv1."), (r"reg_offset_module\.2\.", "reg_offset_conv2."),

@@ -1,7 +1,7 @@
 """Loading the released TOOD checkpoints (MMDetection's and the official fcjian/TOOD code's).
 
 Both reference implementations store the weights under ``'state_dict'`` with the same backbone
-and FPN names and slightly different head names (/work/shared/checkpoint_names.md). Ours differ
+and FPN names and slightly different head names (``shared/checkpoint_names.md`` beside the project). Ours differ
 from MMDetection's only where MMDetection wraps a conv in a ``ConvModule`` or calls the head
 ``bbox_head``:
 
