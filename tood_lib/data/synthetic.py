@@ -22,12 +22,14 @@ def _polygon(kind: str, x1: float, y1: float, x2: float, y2: float) -> list[tupl
     if kind == "arrow":
         return [(x1, cy - h / 6), (cx, cy - h / 6), (cx, y1), (x2, cy), (cx, y2), (cx, cy + h / 6), (x1, cy + h / 6)]
     if kind == "star":
-        pts = []
-        for i in range(10):
-            r = 0.5 if i % 2 == 0 else 0.2
-            angle = -np.pi / 2 + i * np.pi / 5
-            pts.append((cx + r * w * np.cos(angle), cy + r * h * np.sin(angle)))
-        return pts
+        # A five-pointed star does not reach the bottom and sides of the box it is drawn from;
+        # stretch its points so that it touches all four sides and the box stays tight.
+        angles = -np.pi / 2 + np.arange(10) * np.pi / 5
+        radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.4)
+        px, py = radii * np.cos(angles), radii * np.sin(angles)
+        px = x1 + (px - px.min()) / (px.max() - px.min()) * w
+        py = y1 + (py - py.min()) / (py.max() - py.min()) * h
+        return list(zip(px.tolist(), py.tolist()))
     raise ValueError(kind)
 
 
@@ -49,8 +51,33 @@ def draw_shape(draw: ImageDraw.ImageDraw, kind: str, box, color) -> None:
         draw.polygon(_polygon(kind, x1, y1, x2, y2), fill=color)
 
 
-def draw_scene(seed: int, size: tuple[int, int] = (320, 320), max_objects: int = 6):
-    """-> (image (H, W, 3) uint8 RGB, boxes (N, 4) float32 x1y1x2y2, labels (N,) int64)."""
+def shape_mask(kind: str, box, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: the pixels that ``draw_shape`` paints for this shape and box."""
+    height, width = size
+    mask = Image.new("L", (width, height), 0)
+    draw_shape(ImageDraw.Draw(mask), kind, box, 255)
+    return np.asarray(mask) > 0
+
+
+def _contrasting_colour(rng: np.random.Generator, background: np.ndarray, min_diff: int = 60) -> tuple[int, ...]:
+    """A random RGB colour that differs from the background by at least min_diff in some channel,
+    so that no object is camouflaged (the clutter stays within ±40 of the background)."""
+    while True:
+        colour = rng.integers(0, 256, size=3)
+        if np.abs(colour - background).max() >= min_diff:
+            return tuple(int(c) for c in colour)
+
+
+def draw_scene(seed: int, size: tuple[int, int] = (320, 320), max_objects: int = 6,
+               min_visible: float = 0.5, max_tries: int = 20):
+    """-> (image (H, W, 3) uint8 RGB, boxes (N, 4) float32 x1y1x2y2, labels (N,) int64).
+
+    Everything is drawn from ``np.random.default_rng(seed)``, so a seed gives the same scene on
+    every machine. Objects are drawn one after another; a placement is rejected (and redrawn, up
+    to ``max_tries`` times, after which that object is left out) when it would leave an earlier
+    object with less than ``min_visible`` of its own pixels visible. The boxes are the full
+    (amodal) shape boxes; with at least half of every shape showing, each label stays honest.
+    """
     rng = np.random.default_rng(seed)
     height, width = size
     background = rng.integers(60, 200, size=3)
@@ -64,16 +91,30 @@ def draw_scene(seed: int, size: tuple[int, int] = (320, 320), max_objects: int =
         else:
             r = rng.uniform(4, 20)
             draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+    owner = np.full((height, width), -1, dtype=np.int32)  # index of the object on top at each pixel
+    full_area: list[int] = []  # pixels of each object when drawn
     boxes, labels = [], []
     for _ in range(int(rng.integers(1, max_objects + 1))):
-        label = int(rng.integers(len(CLASSES)))
-        side = rng.uniform(0.08, 0.45) * min(height, width)
-        aspect = rng.uniform(0.5, 2.0) if CLASSES[label] != "bar" else rng.choice([0.25, 4.0])
-        w, h = side * np.sqrt(aspect), side / np.sqrt(aspect)
-        w, h = min(w, width - 2), min(h, height - 2)
-        x1, y1 = rng.uniform(0, width - w), rng.uniform(0, height - h)
-        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
-        draw_shape(draw, CLASSES[label], (x1, y1, x1 + w, y1 + h), colour)
-        boxes.append((x1, y1, x1 + w, y1 + h))
-        labels.append(label)
+        for _ in range(max_tries):
+            label = int(rng.integers(len(CLASSES)))
+            side = rng.uniform(0.08, 0.45) * min(height, width)
+            aspect = rng.uniform(0.5, 2.0) if CLASSES[label] != "bar" else rng.choice([0.25, 4.0])
+            w, h = side * np.sqrt(aspect), side / np.sqrt(aspect)
+            w, h = min(w, width - 2), min(h, height - 2)
+            x1, y1 = rng.uniform(0, width - w), rng.uniform(0, height - h)
+            colour = _contrasting_colour(rng, background)
+            box = (float(x1), float(y1), float(x1 + w), float(y1 + h))
+            mask = shape_mask(CLASSES[label], box, size)
+            if full_area:
+                visible = np.bincount(owner[owner >= 0], minlength=len(full_area))
+                hidden = owner[mask]
+                lost = np.bincount(hidden[hidden >= 0], minlength=len(full_area))
+                if ((visible - lost) < min_visible * np.asarray(full_area)).any():
+                    continue
+            owner[mask] = len(full_area)
+            full_area.append(int(mask.sum()))
+            draw_shape(draw, CLASSES[label], box, colour)
+            boxes.append(box)
+            labels.append(label)
+            break
     return np.asarray(image), np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(labels, dtype=np.int64)

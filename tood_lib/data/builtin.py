@@ -1,0 +1,121 @@
+"""The built-in data set: synthetic scenes written to disk in COCO format.
+
+It lets the whole COCO pipeline (``CocoDetection``, training, ``evaluate_coco``) run without a
+download, and is small and easy enough for a small TOOD to learn on two CPU cores in minutes.
+
+Layout (the same as COCO 2017, so every COCO code path is used unchanged)::
+
+    <root>/annotations/instances_train2017.json   categories: the 10 shapes of CLASSES, ids 1..10
+    <root>/annotations/instances_val2017.json
+    <root>/train2017/000000000001.png ...          PNG: lossless, so the pixels are exactly reproducible
+    <root>/val2017/000001000001.png ...
+    <root>/manifest.json                           the parameters; a build with the same ones is skipped
+
+Every scene comes from ``draw_scene(scene_seed)`` alone, with disjoint seeds for train and val, so
+two builds with the same parameters give identical annotations and identical pixels on any
+machine. (The PNG bytes could differ only if a different zlib compresses them differently.)
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from tood_lib.data.synthetic import CLASSES, draw_scene
+
+# Bump whenever draw_scene or the file format changes, so that old builds are regenerated.
+GENERATOR_VERSION = 2
+SPLITS = ("train", "val")
+# Image ids (and the numbers in the file names) start here per split, so ids never collide.
+_ID_OFFSET = {"train": 0, "val": 1_000_000}
+_MAX_IMAGES = 1_000_000
+
+
+def default_builtin_root() -> Path:
+    """``<repo>/data/builtin``: next to ``data/coco``, git-ignored."""
+    return Path(__file__).resolve().parents[2] / "data" / "builtin"
+
+
+def scene_seed(seed: int, split: str, index: int) -> int:
+    """The draw_scene seed of image ``index`` of a split; train and val seeds never overlap."""
+    return (2 * seed + SPLITS.index(split)) * _MAX_IMAGES + index
+
+
+def coco_categories() -> list[dict]:
+    return [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)]
+
+
+def _split_annotations(split: str, num_images: int, image_size: tuple[int, int], seed: int,
+                       max_objects: int, image_dir: Path | None, progress: bool) -> dict:
+    """Draw the scenes of one split; write their PNGs into image_dir (if given); -> the COCO dict."""
+    height, width = image_size
+    images, annotations = [], []
+    for index in tqdm(range(num_images), desc=f"built-in {split}", unit="img", disable=not progress):
+        image_id = _ID_OFFSET[split] + index + 1
+        file_name = f"{image_id:012d}.png"
+        seed_i = scene_seed(seed, split, index)
+        pixels, boxes, labels = draw_scene(seed_i, size=image_size, max_objects=max_objects)
+        if image_dir is not None:
+            Image.fromarray(pixels).save(image_dir / file_name, format="PNG", compress_level=1)
+        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width,
+                       "scene_seed": seed_i})
+        for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist()):
+            # Two decimals: far below a pixel, and short, reproducible JSON.
+            x, y, w, h = round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label + 1,
+                                "bbox": [x, y, w, h], "area": round(w * h, 2), "iscrowd": 0})
+    return {"images": images, "annotations": annotations, "categories": coco_categories()}
+
+
+def build_builtin_dataset(root: str | Path | None = None, num_train: int = 1000, num_val: int = 200,
+                          image_size: tuple[int, int] = (320, 320), seed: int = 0, max_objects: int = 6,
+                          force: bool = False, progress: bool = True) -> Path:
+    """Write the built-in data set under ``root`` (default ``<repo>/data/builtin``); -> its path.
+
+    Skipped when ``root/manifest.json`` records the same parameters (unless ``force``). The set is
+    built in a temporary folder next to ``root`` and renamed into place at the end, so an
+    interrupted build never leaves a half data set behind. A ``root`` that exists without our
+    manifest is not ours to delete: that raises ``FileExistsError`` unless ``force``.
+    """
+    root = Path(root) if root is not None else default_builtin_root()
+    if not (0 <= num_train < _MAX_IMAGES and 0 <= num_val < _MAX_IMAGES):
+        raise ValueError(f"num_train and num_val must be in 0..{_MAX_IMAGES - 1}, got {num_train}, {num_val}")
+    manifest = {"generator_version": GENERATOR_VERSION, "num_train": num_train, "num_val": num_val,
+                "image_size": list(image_size), "seed": seed, "max_objects": max_objects,
+                "classes": list(CLASSES)}
+    manifest_path = root / "manifest.json"
+    if root.exists() and not force:
+        if not manifest_path.is_file():
+            raise FileExistsError(f"{root} exists but is not a built-in data set (no manifest.json); "
+                                  "pass force=True to replace it, or choose another root")
+        try:
+            if json.loads(manifest_path.read_text()) == manifest:
+                return root
+        except json.JSONDecodeError:
+            pass  # a damaged manifest: rebuild
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.building-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        (tmp / "annotations").mkdir(parents=True)
+        for split, num in zip(SPLITS, (num_train, num_val)):
+            image_dir = tmp / f"{split}2017"
+            image_dir.mkdir()
+            coco = _split_annotations(split, num, image_size, seed, max_objects, image_dir, progress)
+            (tmp / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(coco, separators=(",", ":")))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))  # last: marks the build complete
+        if root.exists():  # an older build (or force): move it aside first, then delete it
+            old = root.parent / f".{root.name}.old-{os.getpid()}"
+            root.rename(old)
+            tmp.rename(root)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
