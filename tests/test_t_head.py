@@ -179,3 +179,16 @@ def test_dcn_head_has_deformable_first_two_convs():
 def test_wrong_number_of_levels_is_a_clear_error(head):
     with pytest.raises(ValueError, match="expected 5 feature maps"):
         head([torch.zeros(1, 256, 4, 4)] * 3)
+
+
+def test_non_finite_offsets_give_nan_not_a_crash():
+    # torchvision's CPU kernel indexes memory with the sampling position: NaN must never reach it
+    boxes = torch.randn(1, 4, 3, 3)
+    offsets = torch.zeros(1, 8, 3, 3)
+    offsets[0, 2, 1, 1] = float("nan")
+    offsets[0, 5, 2, 0] = float("inf")
+    aligned = align_boxes(boxes, offsets)
+    assert torch.isnan(aligned[0, :, 1, 1]).all() and torch.isnan(aligned[0, :, 2, 0]).all()
+    finite = torch.ones(3, 3, dtype=torch.bool)
+    finite[1, 1] = finite[2, 0] = False
+    torch.testing.assert_close(aligned[0][:, finite], boxes[0][:, finite])

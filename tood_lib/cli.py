@@ -9,6 +9,8 @@ import time
 import torch
 
 from tood_lib.config import PRESETS, build_model, get_preset
+from tood_lib.engine.trainer import TrainingDiverged
+from tood_lib.model.backbone import PretrainedWeightsUnavailable
 
 
 def _fmt_m(n: int) -> str:
@@ -87,6 +89,61 @@ def demo(preset: str = "tood_r50_fpn_1x_coco", seed: int = 0) -> None:
         print(f"  class {int(label):2d}  score {score:.4f}  box ({x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f})")
 
 
+def _train(args) -> None:
+    from tood_lib.config import apply_overrides
+    from tood_lib.data.builtin import build_builtin_dataset
+    from tood_lib.data.coco import find_coco_root
+    from tood_lib.engine.trainer import Trainer
+
+    cfg = apply_overrides(get_preset(args.preset), args.set or [])
+    root = build_builtin_dataset() if args.data_root == "builtin" else find_coco_root(args.data_root)
+    trainer = Trainer(cfg, root, args.out, images_per_process=args.images_per_process, accumulate=args.accumulate,
+                      amp=args.amp, device=args.device, seed=args.seed, num_workers=args.workers,
+                      checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
+                      deterministic=args.deterministic, eval_every=args.eval_every,
+                      evaluate_at_end=not args.no_eval, load_backbone_weights=not args.no_pretrained and None)
+    if args.resume:
+        print(f"resumed from {args.out}/last.pth" if trainer.resume() else "nothing to resume: starting afresh")
+    result = trainer.fit()
+    if result is not None and trainer.is_main:
+        print(result.summary_text)
+        print(f"box AP: {result.box_ap:.3f}")
+
+
+def _eval(args) -> None:
+    from tood_lib.api import load_model
+    from tood_lib.data.coco import CocoDetection, find_coco_root
+    from tood_lib.engine.inference import evaluate_dataset
+
+    model, cfg = load_model(args.checkpoint, args.preset, args.device or "cpu")
+    root = find_coco_root(args.data_root)
+    dataset = CocoDetection(root, args.split, cfg.data, train=False)
+    result = evaluate_dataset(model, dataset, out_dir=args.out)
+    print(result.summary_text)
+    print(result.per_class.to_string(index=False))
+    print(f"box AP: {result.box_ap:.3f}")
+
+
+def _predict(args) -> None:
+    from pathlib import Path
+
+    from PIL import Image
+
+    from tood_lib.analysis.plots import draw_detections
+    from tood_lib.api import Detector
+
+    detector = Detector.from_checkpoint(args.checkpoint, args.preset, device=args.device or "cpu")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in args.images:
+        image = Image.open(path).convert("RGB")
+        det = detector(image, score_thr=args.score_thr)
+        drawn = draw_detections(image, det["boxes"], det["labels"], det["scores"], detector.class_names)
+        target = out_dir / f"{Path(path).stem}_detections.png"
+        drawn.save(target)
+        print(f"{path}: {len(det['boxes'])} detections -> {target}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tood_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +158,38 @@ def main(argv: list[str] | None = None) -> int:
     dem = sub.add_parser("demo", help="build a TOOD, run it on a built-in sample, print sizes and detections")
     dem.add_argument("--preset", default="tood_r50_fpn_1x_coco")
     dem.add_argument("--seed", type=int, default=0)
+    tr = sub.add_parser("train", help="train a preset (COCO or the built-in data set)")
+    tr.add_argument("--preset", default="tood_small")
+    tr.add_argument("--data-root", default="builtin", help="'builtin' (default) or a COCO-format folder")
+    tr.add_argument("--out", default="runs/train")
+    tr.add_argument("--set", nargs="*", metavar="SECTION.FIELD=VALUE", help="config overrides, e.g. train.epochs=1")
+    tr.add_argument("--images-per-process", type=int, default=None)
+    tr.add_argument("--accumulate", type=int, default=1, help="micro-batches per optimiser step")
+    tr.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto")
+    tr.add_argument("--device", default=None)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--workers", type=int, default=2)
+    tr.add_argument("--checkpoint-every", type=int, default=0, help="also write last.pth every N steps")
+    tr.add_argument("--max-steps", type=int, default=None)
+    tr.add_argument("--eval-every", type=int, default=0, help="evaluate every N epochs (0: at the end only)")
+    tr.add_argument("--no-eval", action="store_true")
+    tr.add_argument("--no-pretrained", action="store_true", help="do not load ImageNet backbone weights")
+    tr.add_argument("--deterministic", action="store_true")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
+    ev = sub.add_parser("eval", help="COCO evaluation of a checkpoint (ours or official)")
+    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--preset", default=None, help="the preset of an official checkpoint")
+    ev.add_argument("--data-root", default=None)
+    ev.add_argument("--split", default="val")
+    ev.add_argument("--out", default=None, help="folder for the detections JSON and tables")
+    ev.add_argument("--device", default=None)
+    pr = sub.add_parser("predict", help="draw a checkpoint's detections on images")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--preset", default=None)
+    pr.add_argument("--out", default="predictions")
+    pr.add_argument("--score-thr", type=float, default=0.3)
+    pr.add_argument("--device", default=None)
+    pr.add_argument("images", nargs="+")
     args = parser.parse_args(argv)
 
     try:
@@ -114,7 +203,14 @@ def main(argv: list[str] | None = None) -> int:
                 print_info(result)
         elif args.command == "demo":
             demo(args.preset, args.seed)
-    except ValueError as err:  # bad user input: say what was expected, no traceback
+        elif args.command == "train":
+            _train(args)
+        elif args.command == "eval":
+            _eval(args)
+        elif args.command == "predict":
+            _predict(args)
+    except (ValueError, FileNotFoundError, PretrainedWeightsUnavailable, TrainingDiverged) as err:
+        # bad input, missing data or weights, a diverged run: say what happened, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -13,6 +13,14 @@ from torch import Tensor
 from tood_lib.boxes import aligned_giou
 
 
+def _bce(probs: Tensor, targets: Tensor) -> Tensor:
+    """Element-wise ``F.binary_cross_entropy`` — which raises on NaN input; a diverged run should
+    see a NaN loss (the trainer then stops with a clear message), not an exception from deep inside."""
+    if not torch.isfinite(probs).all():
+        return torch.full_like(probs, float("nan"))
+    return F.binary_cross_entropy(probs, targets, reduction="none")
+
+
 def quality_focal_loss(probs: Tensor, targets: Tensor, gamma: float = 2.0) -> Tensor:
     """Task-aligned classification loss, Eq. (10)-(11): BCE(p, y)·|y − p|^γ, no α.
 
@@ -21,7 +29,7 @@ def quality_focal_loss(probs: Tensor, targets: Tensor, gamma: float = 2.0) -> Te
     the reference does. Returns (..., K).
     """
     probs, targets = probs.float(), targets.float()
-    return F.binary_cross_entropy(probs, targets, reduction="none") * (targets - probs).abs().pow(gamma)
+    return _bce(probs, targets) * (targets - probs).abs().pow(gamma)
 
 
 def focal_loss_with_probs(probs: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
@@ -33,7 +41,7 @@ def focal_loss_with_probs(probs: Tensor, targets: Tensor, alpha: float = 0.25, g
     probs, targets = probs.float(), targets.float()
     pt = (1 - probs) * targets + probs * (1 - targets)
     weight = (alpha * targets + (1 - alpha) * (1 - targets)) * pt.pow(gamma)
-    return F.binary_cross_entropy(probs, targets, reduction="none") * weight
+    return _bce(probs, targets) * weight
 
 
 def weighted_giou_loss(pred: Tensor, target: Tensor, weight: Tensor, loss_weight: float = 2.0) -> Tensor:

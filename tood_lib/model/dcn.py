@@ -16,6 +16,24 @@ from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
 
+def safe_deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None = None,
+                       stride: int = 1, padding: int = 0, dilation: int = 1, mask: Tensor | None = None) -> Tensor:
+    """``torchvision.ops.deform_conv2d`` that survives non-finite offsets.
+
+    The CPU kernel turns a sampling position into memory indices; a NaN position makes that index
+    undefined and the process can crash (a segfault, not an exception) once a run diverges. Non-finite
+    offsets are replaced by 0 for the kernel and the output at those locations is set to NaN, so a
+    diverging run still shows NaN where it should and the trainer can stop it with a clear message.
+    offset (B, 2·G·kh·kw, H', W') -> output (B, C_out, H', W').
+    """
+    bad = ~torch.isfinite(offset)
+    if not bad.any():
+        return deform_conv2d(input, offset, weight, bias, stride=stride, padding=padding, dilation=dilation, mask=mask)
+    out = deform_conv2d(input, offset.masked_fill(bad, 0.0), weight, bias, stride=stride, padding=padding,
+                        dilation=dilation, mask=mask)
+    return out.masked_fill(bad.any(dim=1, keepdim=True), float("nan"))
+
+
 class ModulatedDeformConv2d(nn.Module):
     """x (B, C_in, H, W) -> (B, C_out, H', W'). ``conv_offset`` starts at zero, so at
     initialisation every tap samples its regular grid position with mask sigmoid(0) = 0.5."""
@@ -48,7 +66,7 @@ class ModulatedDeformConv2d(nn.Module):
         offset = torch.cat((o1, o2), dim=1)
         # deform_conv2d has no low-precision CPU kernel; run it in the input's dtype only on CUDA.
         dtype = x.dtype if x.is_cuda else torch.float32
-        out = deform_conv2d(x.to(dtype), offset.to(dtype), self.weight.to(dtype),
+        out = safe_deform_conv2d(x.to(dtype), offset.to(dtype), self.weight.to(dtype),
                             None if self.bias is None else self.bias.to(dtype),
                             stride=self.stride, padding=self.padding, dilation=self.dilation,
                             mask=mask.sigmoid().to(dtype))

@@ -21,10 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import deform_conv2d
-
 from tood_lib.boxes import delta_xywh_decode, distance_to_box
-from tood_lib.model.dcn import ModulatedDeformConv2d
+from tood_lib.model.dcn import ModulatedDeformConv2d, safe_deform_conv2d
 from tood_lib.model.head_output import HeadOutput
 from tood_lib.model.priors import level_priors, prior_points
 
@@ -136,7 +134,7 @@ def align_boxes(boxes: Tensor, offsets: Tensor) -> Tensor:
     bilinear sampler with zero padding (official implementation).
     """
     weight = boxes.new_ones(boxes.shape[1], 1, 1, 1)
-    return deform_conv2d(boxes, offsets, weight)
+    return safe_deform_conv2d(boxes, offsets, weight)
 
 
 class TaskAlignedHead(nn.Module):

@@ -1,0 +1,330 @@
+"""The Trainer: the official schedule, AMP, DDP, exact resume, atomic checkpoints, metrics log.
+
+One object, usable from a notebook (``Trainer(cfg, data_root, out_dir).fit()``, with callbacks
+for live plots) and from the command line (``python -m tood_lib train``). What makes a run
+*resumable exactly*:
+
+- the data order of an epoch is a permutation drawn from (seed, epoch) alone, and every image's
+  augmentation from (seed, epoch, index) (the dataset's ``set_epoch``), so the batches after a
+  resume are the very batches the interrupted run would have seen;
+- a checkpoint holds the model, the optimiser (momentum buffers), the grad scaler, the position
+  (epoch, step in the epoch, global step) and the RNG states, and is written atomically;
+- on the CPU, with ``deterministic=True``, every kernel is deterministic, so the resumed weights
+  are bitwise those of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import random
+import resource
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from tood_lib.config import Config, build_model
+from tood_lib.engine.checkpoint import save_checkpoint
+from tood_lib.engine.distributed import all_reduce_flag, barrier, init_distributed
+from tood_lib.engine.schedule import scaled_schedule
+from tood_lib.model.detector import TOOD, total_loss
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the message names the step, the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # the epoch in progress (0-based)
+    step_in_epoch: int = 0  # optimiser steps already done in this epoch
+    global_step: int = 0  # optimiser steps done since the start
+
+
+class _LossModule(nn.Module):
+    """Routes the loss through ``forward`` so that DistributedDataParallel syncs the gradients."""
+
+    def __init__(self, model: TOOD):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, epoch: int):
+        return self.model.loss(batch, epoch=epoch)
+
+
+def _amp_dtype(amp: str, device: torch.device):
+    """'auto' -> bf16 on GPUs that have it, fp16 (with a grad scaler) on older GPUs, off on CPU."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def _memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class Trainer:
+    """Train a preset on a COCO-format data set.
+
+    Args:
+        cfg: the Config (preset + overrides).
+        data_root: folder with ``annotations/instances_{train,val}2017.json`` and ``{train,val}2017/``.
+        out_dir: the run folder (config.json, metrics.jsonl, last.pth, epoch_N.pth, eval results).
+        images_per_process: micro-batch per process; default: the recipe's batch / (processes x accumulate).
+        accumulate: micro-batches per optimiser step (gradient accumulation).
+        scale_lr: apply the linear LR / warm-up rule when the effective batch differs from the recipe's.
+        amp: "auto", "bf16", "fp16" or "off".
+        checkpoint_every: also write last.pth every N optimiser steps (0: only at epoch ends).
+        max_steps: stop after this many optimiser steps in total (for tests and quick looks).
+        deterministic: deterministic kernels (bitwise-reproducible resume on CPU).
+        callbacks: objects with any of on_train_start(trainer), on_step_end(trainer, record),
+            on_epoch_end(trainer, record), on_eval(trainer, result), on_train_end(trainer).
+        load_backbone_weights: load the recipe's ImageNet weights (default: if it names any).
+        eval_every: evaluate on the val split every N epochs (0: only at the end).
+    """
+
+    def __init__(self, cfg: Config, data_root, out_dir, *, images_per_process: int | None = None,
+                 accumulate: int = 1, scale_lr: bool = True, amp: str = "auto", device: str | None = None,
+                 seed: int = 0, num_workers: int = 0, checkpoint_every: int = 0, max_steps: int | None = None,
+                 deterministic: bool = False, callbacks=(), load_backbone_weights: bool | None = None,
+                 eval_every: int = 0, evaluate_at_end: bool = True, progress: bool = True):
+        from tood_lib.data.coco import CocoDetection
+
+        self.cfg, self.out_dir = cfg, Path(out_dir)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.rank, self.world, local_rank = init_distributed(self.device.type)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", local_rank)
+        self.seed, self.num_workers, self.accumulate = seed, num_workers, accumulate
+        self.checkpoint_every, self.max_steps, self.callbacks = checkpoint_every, max_steps, list(callbacks)
+        self.eval_every, self.evaluate_at_end, self.progress = eval_every, evaluate_at_end, progress
+        if deterministic:
+            torch.use_deterministic_algorithms(True)
+        self._seed_everything(seed)
+
+        self.per_process = images_per_process or max(1, cfg.train.batch_size // (self.world * accumulate))
+        self.effective_batch = self.per_process * self.world * accumulate
+        self.schedule = scaled_schedule(cfg.train, self.effective_batch, scale_lr)
+
+        self.data_root = Path(data_root)
+        self.train_set = CocoDetection(self.data_root, "train", cfg.data, train=True, seed=seed)
+        self.val_set = None  # built when first evaluated
+        if len(self.train_set) < self.per_process * self.world * accumulate:
+            raise ValueError(f"the training split has {len(self.train_set)} images, fewer than one optimiser "
+                             f"step needs ({self.effective_batch})")
+        num_classes = len(self.train_set.cat_ids)
+        if num_classes != cfg.model.num_classes:
+            raise ValueError(f"the data set at {self.data_root} has {num_classes} classes but the model "
+                             f"{cfg.name} has {cfg.model.num_classes}; override model.num_classes={num_classes}")
+
+        load = bool(cfg.model.backbone_weights) if load_backbone_weights is None else load_backbone_weights
+        self.model = build_model(cfg, load_backbone_weights=load and self.rank == 0).to(self.device)
+        if self.world > 1:  # rank 0 may have loaded ImageNet weights: everyone starts from its copy
+            for tensor in self.model.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
+        self.loss_module = _LossModule(self.model)
+        if self.world > 1:
+            self.loss_module = DistributedDataParallel(
+                self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=self.schedule.base_lr, momentum=cfg.train.momentum,
+                                         weight_decay=cfg.train.weight_decay)
+        self.amp_dtype = _amp_dtype(amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.state = TrainState()
+        self.steps_per_epoch = len(self.train_set) // (self.per_process * self.world * accumulate)
+        self.last_eval = None
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _seed_everything(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _rng_state(self) -> dict:
+        state = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def _set_rng_state(self, state: dict) -> None:
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+    def save(self, path: Path) -> None:
+        if not self.is_main:
+            return
+        save_checkpoint(path, self.model, self.cfg, optimizer=self.optimizer.state_dict(),
+                        scaler=self.scaler.state_dict(), state=self.state.__dict__.copy(),
+                        rng=self._rng_state(), effective_batch=self.effective_batch, seed=self.seed)
+
+    def resume(self, path: Path | None = None) -> bool:
+        """Continue from ``path`` (default: the run folder's last.pth). False when there is none."""
+        path = Path(path) if path is not None else self.out_dir / "last.pth"
+        if not path.is_file():
+            return False
+        ckpt = torch.load(path, map_location=self.device, weights_only=False)  # our own file: holds RNG states
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(**ckpt["state"])
+        self._set_rng_state(ckpt["rng"])
+        if ckpt.get("effective_batch") not in (None, self.effective_batch):
+            raise ValueError(f"{path} was trained with {ckpt['effective_batch']} images per step, this run has "
+                             f"{self.effective_batch}; an exact resume needs the same batch")
+        return True
+
+    def _log(self, record: dict) -> None:
+        name = "metrics.jsonl" if self.is_main else f"metrics.rank{self.rank}.jsonl"
+        with open(self.out_dir / name, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _callback(self, event: str, *args) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, event, None)
+            if fn is not None:
+                fn(self, *args)
+
+    # ------------------------------------------------------------------ data
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This process's micro-batches of an epoch: dataset indices, from a (seed, epoch) permutation."""
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.train_set), generator=g).tolist()
+        per_step = self.per_process * self.world
+        batches = []
+        for s in range(self.steps_per_epoch * self.accumulate):
+            chunk = order[s * per_step:(s + 1) * per_step]
+            batches.append(chunk[self.rank * self.per_process:(self.rank + 1) * self.per_process])
+        return batches
+
+    def _loader(self, batches: list[list[int]]):
+        from tood_lib.data.coco import collate
+
+        return torch.utils.data.DataLoader(self.train_set, batch_sampler=batches, collate_fn=collate,
+                                           num_workers=self.num_workers, persistent_workers=False)
+
+    # ------------------------------------------------------------------ training
+    def fit(self):
+        """Train to the end of the schedule (or ``max_steps``), evaluate, return the last EvalResult (or None)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        self._callback("on_train_start")
+        epochs = self.cfg.train.epochs
+        stopped = False
+        while self.state.epoch < epochs and not stopped:
+            stopped = self._train_epoch(self.state.epoch)
+            if not stopped:
+                epoch_done = self.state.epoch
+                self.state = TrainState(epoch_done + 1, 0, self.state.global_step)
+                self.save(self.out_dir / "last.pth")
+                self.save(self.out_dir / f"epoch_{epoch_done + 1}.pth")
+                record = dict(kind="epoch", epoch=epoch_done + 1, step=self.state.global_step)
+                if self.eval_every and (epoch_done + 1) % self.eval_every == 0 and epoch_done + 1 < epochs:
+                    record["box_ap"] = self.evaluate().box_ap if self.is_main else None
+                if self.is_main:
+                    self._log(record)
+                self._callback("on_epoch_end", record)
+        if stopped:
+            self.save(self.out_dir / "last.pth")
+        barrier()
+        result = self.evaluate() if self.evaluate_at_end and self.is_main else self.last_eval
+        self._callback("on_train_end")
+        return result
+
+    def _train_epoch(self, epoch: int) -> bool:
+        """Run the rest of ``epoch``; True if ``max_steps`` stopped it early."""
+        self.model.train()
+        self.model.epoch = epoch  # the ATSS warm-up → TAL switch reads this (official HeadHook)
+        self.train_set.set_epoch(epoch)
+        batches = self.epoch_batches(epoch)[self.state.step_in_epoch * self.accumulate:]
+        loader = iter(self._loader(batches))
+        bar = tqdm(total=self.steps_per_epoch, initial=self.state.step_in_epoch, desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}",
+                   disable=not (self.progress and self.is_main), dynamic_ncols=True, leave=True)
+        tick = time.perf_counter()
+        while self.state.step_in_epoch < self.steps_per_epoch:
+            if self.max_steps is not None and self.state.global_step >= self.max_steps:
+                bar.close()
+                return True
+            lr = self.schedule(self.state.global_step, epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.zero_grad(set_to_none=True)
+            logged: dict[str, float] = {}
+            for micro in range(self.accumulate):
+                batch, _ = next(loader)
+                batch = batch.to(self.device)
+                sync = nullcontext() if micro == self.accumulate - 1 or self.world == 1 else self.loss_module.no_sync()
+                with sync:
+                    with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                        enabled=self.amp_dtype is not None):
+                        losses = self.loss_module(batch, epoch)
+                    loss = total_loss(losses)
+                    if all_reduce_flag(not torch.isfinite(loss).item(), self.device):
+                        bar.close()
+                        raise TrainingDiverged(
+                            f"non-finite loss at epoch {epoch + 1}, step {self.state.step_in_epoch + 1} "
+                            f"(global step {self.state.global_step + 1}): "
+                            + ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+                            + f"; the last good checkpoint is kept at {self.out_dir / 'last.pth'}")
+                    self.scaler.scale(loss / self.accumulate).backward()
+                for k, v in losses.items():
+                    logged[k] = logged.get(k, 0.0) + float(v.detach()) / self.accumulate
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.state.step_in_epoch += 1
+            self.state.global_step += 1
+
+            now = time.perf_counter()
+            images_per_s = self.effective_batch / max(now - tick, 1e-9)
+            tick = now
+            record = dict(kind="step", epoch=epoch + 1, step=self.state.global_step, lr=lr,
+                          loss=sum(v for k, v in logged.items() if k.startswith("loss")), **logged,
+                          images_per_s=images_per_s, memory_mb=_memory_mb(self.device), rank=self.rank,
+                          phase="atss-warmup" if epoch < self.cfg.tal.warmup_epochs else "tal")
+            self._log(record)
+            self._callback("on_step_end", record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", cls=f"{logged['loss_cls']:.3f}",
+                            bbox=f"{logged['loss_bbox']:.3f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.1f}",
+                            mem=f"{record['memory_mb']:.0f}M", refresh=False)
+            bar.update(1)
+            if self.checkpoint_every and self.state.global_step % self.checkpoint_every == 0:
+                self.save(self.out_dir / "last.pth")
+        bar.close()
+        return False
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, split: str = "val"):
+        """COCO evaluation of the current model on a split; writes results under the run folder."""
+        from tood_lib.data.coco import CocoDetection
+        from tood_lib.engine.inference import evaluate_dataset
+
+        if self.val_set is None or split != "val":
+            dataset = CocoDetection(self.data_root, split, self.cfg.data, train=False)
+            if split == "val":
+                self.val_set = dataset
+        else:
+            dataset = self.val_set
+        result = evaluate_dataset(self.model, dataset, out_dir=self.out_dir, device=self.device,
+                                  amp_dtype=self.amp_dtype, progress=self.progress)
+        self.last_eval = result
+        self._log(dict(kind="eval", split=split, epoch=self.state.epoch, step=self.state.global_step,
+                       **{k: float(v) for k, v in result.stats.items()}))
+        self._callback("on_eval", result)
+        return result
