@@ -158,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     dem = sub.add_parser("demo", help="build a TOOD, run it on a built-in sample, print sizes and detections")
     dem.add_argument("--preset", default="tood_r50_fpn_1x_coco")
     dem.add_argument("--seed", type=int, default=0)
+    qs = sub.add_parser("quickstart", help="the main job: train the small preset on the built-in data, evaluate")
+    qs.add_argument("--out", default=None, help="run folder (default runs/quickstart)")
+    qs.add_argument("--set", nargs="*", metavar="SECTION.FIELD=VALUE", help="config overrides")
+    qs.add_argument("--fresh", action="store_true", help="do not resume an earlier quickstart run")
     tr = sub.add_parser("train", help="train a preset (COCO or the built-in data set)")
     tr.add_argument("--preset", default="tood_small")
     tr.add_argument("--data-root", default="builtin", help="'builtin' (default) or a COCO-format folder")
@@ -203,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
                 print_info(result)
         elif args.command == "demo":
             demo(args.preset, args.seed)
+        elif args.command == "quickstart":
+            from tood_lib.quickstart import REPO_ROOT, run_quickstart
+
+            run_quickstart(args.out or REPO_ROOT / "runs" / "quickstart", overrides=args.set, resume=not args.fresh)
         elif args.command == "train":
             _train(args)
         elif args.command == "eval":

@@ -43,13 +43,19 @@ def assign(out: HeadOutput, batch: Batch, cfg: TALConfig, warmup: bool) -> Assig
                                    alpha=cfg.alpha, beta=cfg.beta, topk=cfg.topk)
 
 
-def compute_losses(out: HeadOutput, batch: Batch, cfg: TALConfig, epoch: int) -> tuple[dict[str, Tensor], Assignment]:
+def compute_losses(out: HeadOutput, batch: Batch, cfg: TALConfig, epoch: int) -> tuple[dict[str, Tensor], Assignment | None]:
     """Losses of one batch -> ({'loss_cls', 'loss_bbox'[, 'loss_centerness'], 'normalizer_cls',
-    'normalizer_bbox', 'num_pos'}, the Assignment). The sum of the ``loss_*`` entries is what to backprop."""
+    'normalizer_bbox', 'num_pos'}, the Assignment). The sum of the ``loss_*`` entries is what to backprop.
+    Non-finite head outputs give NaN losses and no Assignment (the trainer stops on them)."""
     warmup = epoch < cfg.warmup_epochs
-    a = assign(out, batch, cfg, warmup)
     scores = out.flat_scores().float()  # (B, A, K)
     boxes = out.flat_boxes(pixels=False).float()  # (B, A, 4) stride units
+    if not (torch.isfinite(scores).all() and torch.isfinite(boxes).all()):
+        # a diverged network: there is nothing to assign; hand back NaN losses for the trainer to stop on
+        nan = (scores.sum() + boxes.sum()) * float("nan")
+        return dict(loss_cls=nan, loss_bbox=nan, normalizer_cls=torch.tensor(float("nan")),
+                    normalizer_bbox=torch.tensor(float("nan")), num_pos=torch.tensor(0)), None
+    a = assign(out, batch, cfg, warmup)
     strides = out.flat_strides()  # (A,)
     pos = a.positive
 

@@ -1,1 +1,1 @@
-"""Data: transforms, the built-in synthetic scenes (and, later, COCO)."""
+"""Data: COCO-format loading with the official transforms, and the built-in synthetic data set."""

@@ -223,6 +223,8 @@ class Trainer:
     def fit(self):
         """Train to the end of the schedule (or ``max_steps``), evaluate, return the last EvalResult (or None)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.state.global_step == 0:  # a fresh run: no stale records from an earlier run in this folder
+            (self.out_dir / ("metrics.jsonl" if self.is_main else f"metrics.rank{self.rank}.jsonl")).unlink(missing_ok=True)
         if self.is_main:
             (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
         self._callback("on_train_start")
