@@ -20,7 +20,7 @@ def predict_dataset(model, dataset, device=None, batch_size: int = 4, amp_dtype=
     for batch, meta in tqdm(loader, desc="predict", disable=not progress, leave=False, dynamic_ncols=True):
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             dets = model.predict(batch.to(device))
-        detections += [{k: v.float().cpu() for k, v in d.items()} for d in dets]
+        detections += [{k: (v.float() if v.is_floating_point() else v).cpu() for k, v in d.items()} for d in dets]
         image_ids += [m["image_id"] for m in meta]
     model.train(was_training)
     return detections, image_ids

@@ -155,14 +155,20 @@ class Trainer:
         return self.rank == 0
 
     def _rng_state(self) -> dict:
-        state = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
+        # numpy's state as plain tensors and numbers, so that checkpoints load with weights_only=True
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        numpy_state = dict(name=name, keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
+                           has_gauss=int(has_gauss), cached_gaussian=float(cached))
+        state = dict(python=random.getstate(), numpy=numpy_state, torch=torch.get_rng_state())
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
     def _set_rng_state(self, state: dict) -> None:
         random.setstate(state["python"])
-        np.random.set_state(state["numpy"])
+        n = state["numpy"]
+        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                             n["cached_gaussian"]))
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
@@ -179,7 +185,7 @@ class Trainer:
         path = Path(path) if path is not None else self.out_dir / "last.pth"
         if not path.is_file():
             return False
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)  # our own file: holds RNG states
+        ckpt = torch.load(path, map_location=self.device, weights_only=True)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
