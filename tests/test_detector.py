@@ -62,9 +62,10 @@ def test_gradients_reach_m_o_scales_and_layer_attention():
 def test_the_epoch_switches_from_atss_to_tal():
     model = small_model()
     batch = two_images()
-    model.epoch = 1
+    switch = model.cfg.tal.warmup_epochs
+    model.epoch = switch - 1
     _, warm = model.loss(batch, return_assignment=True)
-    model.epoch = 2  # tood_small warms up for 2 epochs
+    model.epoch = switch
     _, tal = model.loss(batch, return_assignment=True)
     assert torch.all(warm.target[warm.positive] == 1.0)  # ATSS: binary targets
     assert torch.all(tal.target[tal.positive] < 1.0)  # TAL: t̂ ≤ best IoU < 1 for an untrained model

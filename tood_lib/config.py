@@ -148,7 +148,10 @@ def _small() -> Config:
 
     ResNet-18 from scratch (no frozen stages, BatchNorm in training mode, since nothing is
     pretrained), 64-channel FPN and head with the full T-Head structure (6 interactive layers),
-    a 10-class built-in data set, 320-pixel images, and a short schedule.
+    the 10-class built-in data set at 192 pixels (more epochs at a lower resolution beat fewer at a
+    higher one here), batch 8, and a short schedule: one epoch of ATSS warm-up, then TAL; LR 0.02
+    (better than 0.01 and 0.04 here), x0.1 for the last epoch. On 2 CPU cores with bf16 autocast:
+    about 10 minutes, box AP 0.565 on the built-in val split.
     """
     cfg = Config(name="tood_small")
     m = cfg.model
@@ -156,10 +159,10 @@ def _small() -> Config:
     m.fpn_channels = m.feat_channels = 64
     m.gn_groups = 16
     m.num_classes = 10
-    cfg.data.img_scale = (320, 320)
-    cfg.train.epochs, cfg.train.lr_steps, cfg.train.batch_size = 12, (8, 11), 8
+    cfg.data.img_scale = (192, 192)
+    cfg.train.epochs, cfg.train.lr_steps, cfg.train.batch_size, cfg.train.lr = 14, (13,), 8, 0.02
     cfg.train.warmup_iters = 100
-    cfg.tal.warmup_epochs = 2
+    cfg.tal.warmup_epochs = 1
     return cfg
 
 
