@@ -51,7 +51,9 @@ def test_loads_through_coco_detection(builtin_root):
     ds = CocoDetection(builtin_root, "train", cfg.data, train=True)
     assert len(ds.cat_ids) == cfg.model.num_classes == 10 and ds.class_names == list(CLASSES)
     item = ds[0]
-    assert item["image"].shape == (3, 320, 320) and item["image_size"] == (320, 320)
+    side = min(cfg.data.img_scale)  # 320x320 scenes, resized to the preset's square scale
+    assert item["image"].shape == (3, side, side) and item["image_size"] == (side, side)
+    assert item["original_size"] == (320, 320)
     assert ds.stats["degenerate"] == 0 and ds.stats["crowd"] == 0
     pixels, boxes, labels = draw_scene(scene_seed(0, "train", 0), size=(320, 320))
     gt_boxes, gt_labels = ds.ground_truth(0)
