@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     qs.add_argument("--out", default=None, help="run folder (default runs/quickstart)")
     qs.add_argument("--set", nargs="*", metavar="SECTION.FIELD=VALUE", help="config overrides")
     qs.add_argument("--fresh", action="store_true", help="do not resume an earlier quickstart run")
+    fg = sub.add_parser("figures", help="run the notebooks in place (with outputs) and rewrite figures/")
+    fg.add_argument("--only", nargs="*", metavar="NN", help="only the notebooks whose names start with these, e.g. 01 02")
+    fg.add_argument("--no-browser", action="store_true", help="skip the browser screenshot of the explorer")
     tr = sub.add_parser("train", help="train a preset (COCO or the built-in data set)")
     tr.add_argument("--preset", default="tood_small")
     tr.add_argument("--data-root", default="builtin", help="'builtin' (default) or a COCO-format folder")
@@ -211,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             from tood_lib.quickstart import REPO_ROOT, run_quickstart
 
             run_quickstart(args.out or REPO_ROOT / "runs" / "quickstart", overrides=args.set, resume=not args.fresh)
+        elif args.command == "figures":
+            from tood_lib.notebook_runner import regenerate_figures
+
+            regenerate_figures(args.only, browser=not args.no_browser)
         elif args.command == "train":
             _train(args)
         elif args.command == "eval":

@@ -8,6 +8,7 @@ official config changes. Overrides use dotted names: ``apply_overrides(cfg, ["tr
 from __future__ import annotations
 
 import copy
+import re
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -72,6 +73,7 @@ class DataConfig:
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     size_divisor: int = 32
+    train_images: int | None = None  # use only the first N training images (quick runs; None: all)
 
 
 @dataclass
@@ -222,7 +224,11 @@ def _parse_value(text: str, current):
             return False
         raise ValueError(f"expected true/false, got {text!r}")
     if current is None or isinstance(current, str):
-        return None if text.lower() == "none" else text
+        if text.lower() == "none":
+            return None
+        if current is None and re.fullmatch(r"[+-]?\d+", text):
+            return int(text)  # an optional count, e.g. data.train_images=400
+        return text
     if isinstance(current, tuple):
         parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
         kind = type(current[0]) if current else float

@@ -128,7 +128,7 @@ class CocoDetection(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | Path, split: str = "train", data_cfg: DataConfig | None = None,
-                 train: bool = True, drop_empty: bool | None = None, seed: int = 0):
+                 train: bool = True, drop_empty: bool | None = None, seed: int = 0, max_images: int | None = None):
         root = Path(root)
         if split not in SPLITS:
             raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
@@ -159,6 +159,10 @@ class CocoDetection(torch.utils.data.Dataset):
                 continue
             self.image_ids.append(image_id)
             self._targets.append((boxes, labels))
+        if max_images is not None:  # the first N usable images, by id: a fixed subset for quick runs
+            if max_images < 1:
+                raise ValueError(f"max_images: expected a positive count or None, got {max_images}")
+            self.image_ids, self._targets = self.image_ids[:max_images], self._targets[:max_images]
         self.stats["images"] = len(self.image_ids)
         if self.stats["degenerate"]:
             logger.warning("%s: skipped %d degenerate boxes (not finite, w < 1, h < 1, area <= 0, "

@@ -116,7 +116,8 @@ class Trainer:
         self.schedule = scaled_schedule(cfg.train, self.effective_batch, scale_lr)
 
         self.data_root = Path(data_root)
-        self.train_set = CocoDetection(self.data_root, "train", cfg.data, train=True, seed=seed)
+        self.train_set = CocoDetection(self.data_root, "train", cfg.data, train=True, seed=seed,
+                                       max_images=cfg.data.train_images)
         self.val_set = None  # built when first evaluated
         if len(self.train_set) < self.per_process * self.world * accumulate:
             raise ValueError(f"the training split has {len(self.train_set)} images, fewer than one optimiser "
