@@ -421,6 +421,6 @@ def plot_alignment_statistics(per_object: dict[str, pd.DataFrame]):
 
 def resized_image(item: dict, data_cfg) -> np.ndarray:
     """The network's view of a data set item: its normalised (3, H, W) tensor back to (H, W, 3) uint8."""
-    mean = torch.tensor(data_cfg.mean).view(3, 1, 1)
-    std = torch.tensor(data_cfg.std).view(3, 1, 1)
-    return (item["image"] * std + mean).clamp(0, 255).byte().permute(1, 2, 0).numpy()
+    from tood_lib.analysis.internals import denormalize
+
+    return denormalize(item["image"], data_cfg.mean, data_cfg.std)
