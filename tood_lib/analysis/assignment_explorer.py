@@ -150,8 +150,8 @@ def plot_explorer(image: np.ndarray, pred: DensePrediction, gt_boxes: Tensor, re
         mine = on((owner == selected).nonzero().squeeze(1))
         ax.scatter(pts[mine, 0], pts[mine, 1], s=34, c=[colours[selected % 10]], edgecolors="black", linewidths=0.6)
         gone = on(lost)
-        ax.scatter(pts[gone, 0], pts[gone, 1], s=60, marker="x", c=[colours[int(owner[o]) % 10] for o in gone],
-                   linewidths=2)
+        ax.scatter(pts[gone, 0], pts[gone, 1], s=90, marker="X", c=[colours[int(owner[o]) % 10] for o in gone],
+                   edgecolors="white", linewidths=1.0, zorder=5)
         ax.set_xlim(0, image.shape[1])
         ax.set_ylim(image.shape[0], 0)
         ax.set_xticks([])
@@ -163,7 +163,8 @@ def plot_explorer(image: np.ndarray, pred: DensePrediction, gt_boxes: Tensor, re
     handles = [Line2D([], [], marker="o", markerfacecolor="none", markeredgecolor="grey", label="candidate", **marker),
                Line2D([], [], marker="o", color=colour, markeredgecolor="black", label="positive", **marker),
                Line2D([], [], marker="o", color="grey", markersize=4, linestyle="none", label="other objects' positives"),
-               Line2D([], [], marker="x", color="grey", markeredgewidth=2, label="lost to a neighbour", **marker),
+               Line2D([], [], marker="X", color="grey", markeredgecolor="black", label="lost to a neighbour (its colour)",
+                      **marker),
                Line2D([], [], color=colour, linewidth=2.2, label="selected object")]
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False)
     fig.subplots_adjust(bottom=0.14, top=0.8, left=0.01, right=0.91, wspace=0.05)
