@@ -127,7 +127,7 @@ def sigmoid_geometric_mean(cls_logits: Tensor, prob_logits: Tensor) -> Tensor:
 
 
 def align_boxes(boxes: Tensor, offsets: Tensor) -> Tensor:
-    """Resample each box side at its own offset location, Eq. (8).
+    """Resample each box side at its own offset location, Eq. (6) (the offsets O themselves are Eq. (8)).
 
     boxes (B, 4, H, W), offsets (B, 8, H, W) with (dy, dx) pairs per side -> (B, 4, H, W).
     A deformable 1x1 conv with unit weight, 4 groups and 4 offset groups is exactly a per-channel
