@@ -14,10 +14,23 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-PAPER_TABLE1 = {  # (params M, FLOPs G) at 1280x800, paper Table 1, ATSS rows = TOOD configuration
-    "t_head": dict(head_params_m=4.82, total_params_m=31.98, head_gmacs=100.79, total_gmacs=201.13),
-    "parallel": dict(head_params_m=4.92, total_params_m=32.07, head_gmacs=104.87, total_gmacs=205.21),
-}
+
+
+def _paper_table1() -> dict[str, dict[str, float]]:
+    """Table 1's size columns of the ATSS (anchor-free) rows, TOOD's own configuration, from
+    ``tood_lib/paper_data/table1.csv``: {"t_head" | "parallel": {head_params_m, total_params_m,
+    head_gmacs, total_gmacs}} (the paper's "FLOPs" are MACs)."""
+    from tood_lib.analysis.paper_tables import paper_table
+
+    table = paper_table(1)
+    rows = table[table["detector"] == "ATSS (anchor-free)"].set_index("head")
+    columns = dict(head_params_m="head_params_m", total_params_m="total_params_m", head_gmacs="head_gflops",
+                   total_gmacs="total_gflops")
+    return {key: {ours: float(rows.at[head, theirs]) for ours, theirs in columns.items()}
+            for key, head in (("t_head", "T-head"), ("parallel", "parallel"))}
+
+
+PAPER_TABLE1 = _paper_table1()  # (params M, MACs G) at 1280x800, paper Table 1
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
