@@ -40,6 +40,10 @@ class ModelConfig:
     # MMDetection >= 2.25 replaces an aligned box that came out degenerate (x2<x1 or y2<y1) by the
     # box before alignment; the official fcjian/TOOD code keeps it. We follow MMDetection (see README).
     degenerate_box_fallback: bool = True
+    # T-Head ablation switches (all on in TOOD): the probability map M, the offsets O, the layer attention
+    head_prob_map: bool = True
+    head_offsets: bool = True
+    head_layer_attention: bool = True
 
 
 @dataclass

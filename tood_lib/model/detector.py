@@ -30,7 +30,8 @@ class TOOD(nn.Module):
         self.neck = FPN(self.backbone.out_channels, m.fpn_channels, num_outs=len(m.strides))
         if m.head == "t_head":
             self.head = TaskAlignedHead(m.num_classes, m.fpn_channels, m.feat_channels, m.stacked_convs, m.strides,
-                                        m.anchor_type, m.num_dcn_head, m.gn_groups, m.degenerate_box_fallback)
+                                        m.anchor_type, m.num_dcn_head, m.gn_groups, m.degenerate_box_fallback,
+                                        m.head_prob_map, m.head_offsets, m.head_layer_attention)
         else:
             self.head = ParallelHead(m.num_classes, m.fpn_channels, m.feat_channels, 4, m.strides, m.anchor_type,
                                      m.gn_groups, m.centerness)

@@ -67,25 +67,28 @@ class TaskDecomposition(nn.Module):
     That equals scaling each layer's channels by w_k and convolving, at a fraction of the memory.
     """
 
-    def __init__(self, feat_channels: int, stacked_convs: int, gn_groups: int):
+    def __init__(self, feat_channels: int, stacked_convs: int, gn_groups: int, layer_attention: bool = True):
         super().__init__()
         self.feat_channels, self.stacked_convs = feat_channels, stacked_convs
         in_channels = feat_channels * stacked_convs
         hidden = in_channels // (stacked_convs * 8)  # 1536 // 48 = 32 (official la_down_rate = 8·N)
+        # layer_attention=False (an ablation, not in the paper's code): w ≡ 1, a plain 1x1 reduction of the stack
         self.layer_attention = nn.Sequential(
             nn.Conv2d(in_channels, hidden, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, stacked_convs, 1), nn.Sigmoid())
+            nn.Conv2d(hidden, stacked_convs, 1), nn.Sigmoid()) if layer_attention else None
         self.reduction_conv = ConvGN(in_channels, feat_channels, 1, gn_groups)
 
     def reset_parameters(self) -> None:
-        for m in self.layer_attention:
+        for m in self.layer_attention or ():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=0.001)
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.reduction_conv.conv.weight, std=0.01)
 
     def attention(self, pooled: Tensor) -> Tensor:
-        """pooled (B, N·C, 1, 1) -> layer-attention weights w (B, N)."""
+        """pooled (B, N·C, 1, 1) -> layer-attention weights w (B, N) (all ones without layer attention)."""
+        if self.layer_attention is None:
+            return pooled.new_ones(pooled.shape[0], self.stacked_convs)
         return self.layer_attention(pooled).flatten(1)
 
     def forward(self, inter_feat: Tensor, pooled: Tensor) -> tuple[Tensor, Tensor]:
@@ -142,7 +145,10 @@ class TaskAlignedHead(nn.Module):
 
     def __init__(self, num_classes: int = 80, in_channels: int = 256, feat_channels: int = 256,
                  stacked_convs: int = 6, strides=(8, 16, 32, 64, 128), anchor_type: str = "anchor_free",
-                 num_dcn: int = 0, gn_groups: int = 32, degenerate_box_fallback: bool = True):
+                 num_dcn: int = 0, gn_groups: int = 32, degenerate_box_fallback: bool = True,
+                 prob_map: bool = True, offsets: bool = True, layer_attention: bool = True):
+        """prob_map, offsets, layer_attention: switch off M, O or the layer attention, for ablations
+        (without M the score is σ(Z_cls); without O, B_align = B; without attention, w ≡ 1)."""
         super().__init__()
         if in_channels != feat_channels:
             raise ValueError(f"T-Head: in_channels ({in_channels}) must equal feat_channels ({feat_channels})")
@@ -151,16 +157,16 @@ class TaskAlignedHead(nn.Module):
         inter_channels = feat_channels * stacked_convs
         self.inter_convs = nn.ModuleList(
             ConvGN(feat_channels, feat_channels, 3, gn_groups, deformable=i < num_dcn) for i in range(stacked_convs))
-        self.cls_decomp = TaskDecomposition(feat_channels, stacked_convs, gn_groups)
-        self.reg_decomp = TaskDecomposition(feat_channels, stacked_convs, gn_groups)
+        self.cls_decomp = TaskDecomposition(feat_channels, stacked_convs, gn_groups, layer_attention)
+        self.reg_decomp = TaskDecomposition(feat_channels, stacked_convs, gn_groups, layer_attention)
         self.tood_cls = nn.Conv2d(feat_channels, num_classes, 3, padding=1)
         self.tood_reg = nn.Conv2d(feat_channels, 4, 3, padding=1)
         self.cls_prob_module = nn.Sequential(
             nn.Conv2d(inter_channels, feat_channels // 4, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(feat_channels // 4, 1, 3, padding=1))
+            nn.Conv2d(feat_channels // 4, 1, 3, padding=1)) if prob_map else None
         self.reg_offset_module = nn.Sequential(
             nn.Conv2d(inter_channels, feat_channels // 4, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(feat_channels // 4, 4 * 2, 3, padding=1))
+            nn.Conv2d(feat_channels // 4, 4 * 2, 3, padding=1)) if offsets else None
         self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
         self.reset_parameters()
 
@@ -168,12 +174,13 @@ class TaskAlignedHead(nn.Module):
         """The official initialisation (spec §1.4.7); biases 0 unless stated."""
         for m in self.inter_convs:
             nn.init.normal_(m.conv.weight, std=0.01)
-        for m in self.cls_prob_module:
+        for m in self.cls_prob_module or ():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=0.01)
                 nn.init.zeros_(m.bias)
-        nn.init.constant_(self.cls_prob_module[-1].bias, BIAS_PRIOR)
-        for m in self.reg_offset_module:
+        if self.cls_prob_module is not None:
+            nn.init.constant_(self.cls_prob_module[-1].bias, BIAS_PRIOR)
+        for m in self.reg_offset_module or ():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=0.001)
                 nn.init.zeros_(m.bias)
@@ -209,25 +216,29 @@ class TaskAlignedHead(nn.Module):
         reg_feat, reg_attention = self.reg_decomp(inter_feat, pooled)
 
         cls_logits = self.tood_cls(cls_feat)
-        prob_logits = self.cls_prob_module(inter_feat)
+        prob_logits = self.cls_prob_module(inter_feat) if self.cls_prob_module is not None else None
         reg_raw = self.tood_reg(reg_feat)
-        offsets = self.reg_offset_module(inter_feat)
+        offsets = self.reg_offset_module(inter_feat) if self.reg_offset_module is not None else None
 
         # The alignment math runs in fp32 even under autocast: sqrt of two sigmoids, exp of the
         # distances and the bilinear resampling all lose too much in 16 bits (spec §6.1).
         with torch.autocast(device_type=x.device.type, enabled=False):
-            scores = sigmoid_geometric_mean(cls_logits.float(), prob_logits.float())
-            boxes = self.decode(reg_raw, level)
-            aligned = align_boxes(boxes, offsets.float())
-            if self.degenerate_box_fallback:
-                degenerate = (aligned[:, 0:1] > aligned[:, 2:3]) | (aligned[:, 1:2] > aligned[:, 3:4])
-                aligned = torch.where(degenerate.expand_as(aligned), boxes, aligned)
+            if prob_logits is not None:
+                scores = sigmoid_geometric_mean(cls_logits.float(), prob_logits.float())
+            else:
+                scores = cls_logits.float().sigmoid()
+            boxes = aligned = self.decode(reg_raw, level)
+            if offsets is not None:
+                aligned = align_boxes(boxes, offsets.float())
+                if self.degenerate_box_fallback:
+                    degenerate = (aligned[:, 0:1] > aligned[:, 2:3]) | (aligned[:, 1:2] > aligned[:, 3:4])
+                    aligned = torch.where(degenerate.expand_as(aligned), boxes, aligned)
 
         internals = None
-        if return_internals:
+        if return_internals:  # prob_logits, prob_map and offsets are None where the ablation removed them
             internals = dict(inter_feats=inter_feats, cls_attention=cls_attention, reg_attention=reg_attention,
-                             cls_feat=cls_feat, reg_feat=reg_feat, cls_logits=cls_logits,
-                             prob_logits=prob_logits, prob_map=prob_logits.float().sigmoid(),
+                             cls_feat=cls_feat, reg_feat=reg_feat, cls_logits=cls_logits, prob_logits=prob_logits,
+                             prob_map=prob_logits.float().sigmoid() if prob_logits is not None else None,
                              offsets=offsets, boxes_before=boxes, boxes_after=aligned)
         return scores, aligned, internals
 
