@@ -23,6 +23,9 @@ class Assignment:
                 (TAL: top-m by t over all levels; ATSS: k nearest per level), for inspection.
     candidate_positive: (B, G, k) bool, which candidates passed every cut for that gt (before the
                 conflict resolution between gts); False for padded gts.
+    ignored:    (B, A) bool or None: priors that are neither positive nor negative and take no
+                classification loss (the IoU-threshold assigner's band between its two thresholds);
+                None for the assigners that have no such band (TAL, ATSS).
     """
 
     gt_index: Tensor
@@ -33,6 +36,7 @@ class Assignment:
     target: Tensor
     candidates: Tensor
     candidate_positive: Tensor
+    ignored: Tensor | None = None
 
     @property
     def num_positive(self) -> Tensor:
