@@ -34,6 +34,14 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-6) -> Tensor:
     return overlap / union.clamp_(min=eps)
 
 
+def aligned_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-6) -> Tensor:
+    """IoU of matching rows. boxes1, boxes2 (..., 4) -> (...); the union is clamped at eps as in ``box_iou``."""
+    inter_w = (torch.minimum(boxes1[..., 2], boxes2[..., 2]) - torch.maximum(boxes1[..., 0], boxes2[..., 0])).clamp(min=0)
+    inter_h = (torch.minimum(boxes1[..., 3], boxes2[..., 3]) - torch.maximum(boxes1[..., 1], boxes2[..., 1])).clamp(min=0)
+    overlap = inter_w * inter_h
+    return overlap / (box_area(boxes1) + box_area(boxes2) - overlap).clamp(min=eps)
+
+
 def aligned_giou(pred: Tensor, target: Tensor, eps: float = 1e-6) -> Tensor:
     """GIoU of matching rows. pred, target (..., 4) -> (...).
 

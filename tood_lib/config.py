@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 SUPPORTED_DEPTHS = (18, 34, 50, 101)
+ASSIGNERS = ("tal", "atss", "atss_qfl", "max_iou", "fcos")
 
 
 @dataclass
@@ -52,6 +53,11 @@ class TALConfig:
     beta: float = 6.0
     topk: int = 13
     warmup_epochs: int = 4  # epochs trained with the ATSS assigner before TAL (official `initial_epoch`)
+    # after the warm-up: "tal" (TOOD), or a Table 2 baseline: "atss", "atss_qfl", "max_iou", "fcos"
+    assigner: str = "tal"
+    fcos_radius: float = 1.5  # FCOS centre sampling, in strides
+    fcos_regress_ranges: tuple[float, ...] = (-1, 64, 64, 128, 128, 256, 256, 512, 512, 1e8)  # (low, high) per level
+    max_iou_thresholds: tuple[float, float] = (0.5, 0.4)  # RetinaNet's positive and negative IoU thresholds
     atss_topk: int = 9
     cls_gamma: float = 2.0  # quality-focal exponent
     focal_alpha: float = 0.25  # warm-up focal loss
@@ -215,6 +221,11 @@ def validate(cfg: Config) -> Config:
                          f"and be divisible by gn_groups ({m.gn_groups})")
     if not 0 <= m.num_dcn_head <= m.stacked_convs:
         raise ValueError(f"model.num_dcn_head: expected 0..{m.stacked_convs}, got {m.num_dcn_head}")
+    if cfg.tal.assigner not in ASSIGNERS:
+        raise ValueError(f"tal.assigner: expected one of {ASSIGNERS}, got {cfg.tal.assigner!r}")
+    if len(cfg.tal.fcos_regress_ranges) != 2 * len(m.strides):
+        raise ValueError(f"tal.fcos_regress_ranges: expected a (low, high) pair per level ({2 * len(m.strides)} "
+                         f"numbers), got {len(cfg.tal.fcos_regress_ranges)}")
     if cfg.tal.topk < 1 or cfg.tal.atss_topk < 1:
         raise ValueError(f"tal.topk and tal.atss_topk must be >= 1, got {cfg.tal.topk}, {cfg.tal.atss_topk}")
     return cfg

@@ -57,13 +57,15 @@ def weighted_giou_loss(pred: Tensor, target: Tensor, weight: Tensor, loss_weight
 def centerness_target(points: Tensor, gt_boxes: Tensor) -> Tensor:
     """ATSS centerness of anchor points inside their boxes: sqrt(min(l,r)/max(l,r) · min(t,b)/max(t,b)).
 
-    points (N, 2), gt_boxes (N, 4) -> (N,).
+    points (N, 2), gt_boxes (N, 4) -> (N,). A point outside its box (possible only with the
+    IoU-threshold assigner's positives) gets 0.
     """
     left, top = points[:, 0] - gt_boxes[:, 0], points[:, 1] - gt_boxes[:, 1]
     right, bottom = gt_boxes[:, 2] - points[:, 0], gt_boxes[:, 3] - points[:, 1]
     lr = torch.minimum(left, right) / torch.maximum(left, right)
     tb = torch.minimum(top, bottom) / torch.maximum(top, bottom)
-    return (lr * tb).sqrt()
+    inside = torch.minimum(torch.minimum(left, right), torch.minimum(top, bottom)) > 0
+    return torch.where(inside, (lr * tb).clamp(min=0).sqrt(), torch.zeros_like(lr))
 
 
 def reduce_mean(value: Tensor) -> Tensor:
