@@ -8,8 +8,8 @@ official config changes. Overrides use dotted names: ``apply_overrides(cfg, ["tr
 from __future__ import annotations
 
 import copy
-import re
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 SUPPORTED_DEPTHS = (18, 34, 50, 101)
@@ -56,7 +56,7 @@ class TALConfig:
     # after the warm-up: "tal" (TOOD), or a Table 2 baseline: "atss", "atss_qfl", "max_iou", "fcos"
     assigner: str = "tal"
     fcos_radius: float = 1.5  # FCOS centre sampling, in strides
-    fcos_regress_ranges: tuple[float, ...] = (-1, 64, 64, 128, 128, 256, 256, 512, 512, 1e8)  # (low, high) per level
+    fcos_regress_ranges: tuple[float, ...] = (-1.0, 64.0, 64.0, 128.0, 128.0, 256.0, 256.0, 512.0, 512.0, 1e8)  # (low, high) per level
     max_iou_thresholds: tuple[float, float] = (0.5, 0.4)  # RetinaNet's positive and negative IoU thresholds
     atss_topk: int = 9
     cls_gamma: float = 2.0  # quality-focal exponent

@@ -57,10 +57,11 @@ def _amp_for_cpu() -> str:
 
 
 def workbook_run(run_dir: str | Path | None = None, progress: bool = True) -> Path:
-    """The run folder the notebooks read: train the short run once (resuming if interrupted).
+    """The run folder the notebooks read (see the module docstring for the order of choice).
 
-    ``run_dir`` (or ``$TOOD_WORKBOOK_RUN``) names an existing run folder to use instead; it must
-    hold ``last.pth`` and ``epoch_N.pth`` files from our trainer. Returns the folder.
+    ``run_dir`` (or ``$TOOD_WORKBOOK_RUN``) names an existing run folder to use; it must hold
+    ``epoch_N.pth`` files from our trainer. Otherwise the finished main-command run, or else the
+    short run, trained once here (resuming if interrupted). Returns the folder.
     """
     explicit = run_dir or os.environ.get("TOOD_WORKBOOK_RUN") or _finished_quickstart()
     if explicit:
