@@ -28,7 +28,7 @@ def test_warmup_is_atss_then_the_configured_scheme():
     assert [scheme(cfg.tal, e) for e in range(3)] == ["atss", "fcos", "fcos"]
 
 
-@pytest.mark.parametrize("assigner", ["tal", "atss", "atss_qfl", "max_iou", "fcos"])
+@pytest.mark.parametrize("assigner", ["tal", "atss", "atss_qfl", "max_iou", "fcos", "fovea"])
 def test_every_scheme_trains(assigner):
     model, cfg = small(assigner)
     model.train()

@@ -95,7 +95,12 @@ def _train(args) -> None:
     from tood_lib.data.coco import find_coco_root
     from tood_lib.engine.trainer import Trainer
 
-    cfg = apply_overrides(get_preset(args.preset), args.set or [])
+    if args.config:
+        from tood_lib.ablations.grid import load_config_file
+
+        cfg = apply_overrides(load_config_file(args.config), args.set or [])
+    else:
+        cfg = apply_overrides(get_preset(args.preset), args.set or [])
     root = build_builtin_dataset() if args.data_root == "builtin" else find_coco_root(args.data_root)
     trainer = Trainer(cfg, root, args.out, images_per_process=args.images_per_process, accumulate=args.accumulate,
                       amp=args.amp, device=args.device, seed=args.seed, num_workers=args.workers,
@@ -108,6 +113,36 @@ def _train(args) -> None:
     if result is not None and trainer.is_main:
         print(result.summary_text)
         print(f"box AP: {result.box_ap:.3f}")
+
+
+def _ablations(args) -> None:
+    from tood_lib.ablations import grid, runner
+
+    out_root = args.out_root or runner.RUNS_DIR
+    results = args.results or runner.RESULTS_DIR
+    seeds = tuple(args.seeds) if args.seeds else runner.SEEDS
+    if args.action == "run":
+        from tood_lib.ablations.tables import experiments_in_tables
+
+        names = args.experiments or (list(grid.EXPERIMENTS) if args.all else experiments_in_tables())
+        runner.run_grid(names, seeds, jobs=args.jobs, out_root=out_root, results_dir=results, overrides=args.set,
+                        backbone=args.backbone, analysis_images=args.analysis_images)
+        print(f"[ablations] results and tables in {results}")
+    elif args.action == "run-one":
+        if len(args.experiments) != 1:
+            raise ValueError("run-one takes exactly one experiment name")
+        record = runner.run_experiment(args.experiments[0], args.seed, out_root, overrides=args.set,
+                                       backbone=args.backbone, analysis_images=args.analysis_images)
+        print(f"box AP: {record['AP']:.3f}")
+    elif args.action == "tables":
+        runner.collect_results(args.experiments or None, seeds, out_root, results)
+        print(f"[ablations] tables written to {results}")
+    elif args.action == "write-configs":
+        for path in grid.write_coco_configs():
+            print(path)
+    else:
+        for row in grid.experiment_table():
+            print(f"{row['experiment']:28s} {row['description']:55s} {row['tables']}")
 
 
 def _eval(args) -> None:
@@ -167,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     fg.add_argument("--no-browser", action="store_true", help="skip the browser screenshot of the explorer")
     tr = sub.add_parser("train", help="train a preset (COCO or the built-in data set)")
     tr.add_argument("--preset", default="tood_small")
+    tr.add_argument("--config", default=None, help="a JSON config file (preset + overrides), e.g. configs/ablations/tood.json")
     tr.add_argument("--data-root", default="builtin", help="'builtin' (default) or a COCO-format folder")
     tr.add_argument("--out", default="runs/train")
     tr.add_argument("--set", nargs="*", metavar="SECTION.FIELD=VALUE", help="config overrides, e.g. train.epochs=1")
@@ -183,6 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--no-pretrained", action="store_true", help="do not load ImageNet backbone weights")
     tr.add_argument("--deterministic", action="store_true")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
+    ab = sub.add_parser("ablations", help="the paper's ablation grid: run it at CPU scale, build tables, write COCO configs")
+    ab.add_argument("action", nargs="?", default="run", choices=("run", "run-one", "tables", "write-configs", "list"))
+    ab.add_argument("experiments", nargs="*", help="experiment names (default: the whole grid)")
+    ab.add_argument("--seeds", type=int, nargs="*", default=None, help="seeds (default 0 1)")
+    ab.add_argument("--seed", type=int, default=0, help="run-one: the seed")
+    ab.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2, one thread each on 2 cores)")
+    ab.add_argument("--out-root", default=None, help="run folders (default runs/ablations/cpu)")
+    ab.add_argument("--results", default=None, help="where the collected results go (default results/)")
+    ab.add_argument("--set", nargs="*", metavar="SECTION.FIELD=VALUE", help="overrides on top of the CPU recipe")
+    ab.add_argument("--backbone", default=None, help="the pretrained CPU-scale backbone (default: made once, in runs/ablations)")
+    ab.add_argument("--analysis-images", type=int, default=100, help="val images behind each time-lapse point")
+    ab.add_argument("--all", action="store_true", help="run: also the experiments beyond the paper's tables (m, T-Head parts)")
     ev = sub.add_parser("eval", help="COCO evaluation of a checkpoint (ours or official)")
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--preset", default=None, help="the preset of an official checkpoint")
@@ -220,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             regenerate_figures(args.only, browser=not args.no_browser)
         elif args.command == "train":
             _train(args)
+        elif args.command == "ablations":
+            _ablations(args)
         elif args.command == "eval":
             _eval(args)
         elif args.command == "predict":

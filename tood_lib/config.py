@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 SUPPORTED_DEPTHS = (18, 34, 50, 101)
-ASSIGNERS = ("tal", "atss", "atss_qfl", "max_iou", "fcos")
+ASSIGNERS = ("tal", "atss", "atss_qfl", "max_iou", "fcos", "fovea")
 
 
 @dataclass
@@ -25,6 +25,12 @@ class ModelConfig:
     dcn_stages: tuple[bool, bool, bool, bool] = (False, False, False, False)
     frozen_stages: int = 1
     norm_eval: bool = True
+    # Table 1's other detectors (COCO scale): FCOS w/ imprv's caffe-style ResNet (stride in the 1x1
+    # conv, BN affine not trained, caffe weights), FoveaBox's P6 from C5, FCOS's biased tower convs
+    backbone_style: str = "pytorch"
+    backbone_norm_trainable: bool = True
+    fpn_extra_source: str = "output"
+    head_conv_bias: bool = False  # parallel head only
     backbone_weights: str | None = "imagenet"  # "imagenet" (torchvision), a local .pth path, or None (random init)
     # neck (spec §1.2)
     fpn_channels: int = 256
@@ -53,10 +59,12 @@ class TALConfig:
     beta: float = 6.0
     topk: int = 13
     warmup_epochs: int = 4  # epochs trained with the ATSS assigner before TAL (official `initial_epoch`)
-    # after the warm-up: "tal" (TOOD), or a Table 2 baseline: "atss", "atss_qfl", "max_iou", "fcos"
+    # after the warm-up: "tal" (TOOD), a Table 2 baseline ("atss", "atss_qfl", "max_iou", "fcos") or Table 1's "fovea"
     assigner: str = "tal"
     fcos_radius: float = 1.5  # FCOS centre sampling, in strides
     fcos_regress_ranges: tuple[float, ...] = (-1.0, 64.0, 64.0, 128.0, 128.0, 256.0, 256.0, 512.0, 512.0, 1e8)  # (low, high) per level
+    fovea_scale_ranges: tuple[float, ...] = (1.0, 64.0, 32.0, 128.0, 64.0, 256.0, 128.0, 512.0, 256.0, 2048.0)  # √area (low, high) per level
+    fovea_sigma: float = 0.4  # FoveaBox: the fovea is the box shrunk to this share of its sides
     max_iou_thresholds: tuple[float, float] = (0.5, 0.4)  # RetinaNet's positive and negative IoU thresholds
     atss_topk: int = 9
     cls_gamma: float = 2.0  # quality-focal exponent
@@ -214,6 +222,10 @@ def validate(cfg: Config) -> Config:
         raise ValueError(f"model.head: expected 't_head' or 'parallel', got {m.head!r}")
     if m.anchor_type not in ("anchor_free", "anchor_based"):
         raise ValueError(f"model.anchor_type: expected 'anchor_free' or 'anchor_based', got {m.anchor_type!r}")
+    if m.backbone_style not in ("pytorch", "caffe"):
+        raise ValueError(f"model.backbone_style: expected 'pytorch' or 'caffe', got {m.backbone_style!r}")
+    if m.fpn_extra_source not in ("output", "input"):
+        raise ValueError(f"model.fpn_extra_source: expected 'output' or 'input', got {m.fpn_extra_source!r}")
     if len(m.dcn_stages) != 4:
         raise ValueError(f"model.dcn_stages: expected 4 flags (layer1..layer4), got {m.dcn_stages}")
     if m.feat_channels % m.gn_groups or m.fpn_channels != m.feat_channels:
@@ -226,6 +238,9 @@ def validate(cfg: Config) -> Config:
     if len(cfg.tal.fcos_regress_ranges) != 2 * len(m.strides):
         raise ValueError(f"tal.fcos_regress_ranges: expected a (low, high) pair per level ({2 * len(m.strides)} "
                          f"numbers), got {len(cfg.tal.fcos_regress_ranges)}")
+    if len(cfg.tal.fovea_scale_ranges) != 2 * len(m.strides):
+        raise ValueError(f"tal.fovea_scale_ranges: expected a (low, high) pair per level ({2 * len(m.strides)} "
+                         f"numbers), got {len(cfg.tal.fovea_scale_ranges)}")
     if cfg.tal.topk < 1 or cfg.tal.atss_topk < 1:
         raise ValueError(f"tal.topk and tal.atss_topk must be >= 1, got {cfg.tal.topk}, {cfg.tal.atss_topk}")
     return cfg

@@ -8,7 +8,8 @@ GIoU, both normalised by Σt̂. Every target is a constant (computed without gra
 
 For the assignment ablation (paper Table 2), ``tal.assigner`` replaces TAL after the warm-up by a
 fixed scheme trained like the warm-up ("atss"; "max_iou", RetinaNet's IoU thresholds, whose ignore
-band takes no classification loss; "fcos", FCOS's centre sampling) or by "atss_qfl": ATSS positives
+band takes no classification loss; "fcos", FCOS's centre sampling; "fovea", FoveaBox's, for Table 1)
+or by "atss_qfl": ATSS positives
 with quality-focal targets, the IoU of the predicted box (GFL's rule), which also weight the GIoU.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tood_lib.assign import Assignment, atss_assign, fcos_assign, max_iou_assign, task_aligned_assign
+from tood_lib.assign import Assignment, atss_assign, fcos_assign, fovea_assign, max_iou_assign, task_aligned_assign
 from tood_lib.batch import Batch
 from tood_lib.boxes import aligned_iou
 from tood_lib.config import TALConfig
@@ -57,6 +58,9 @@ def assign(out: HeadOutput, batch: Batch, cfg: TALConfig, method: str) -> Assign
             r = cfg.fcos_regress_ranges
             return fcos_assign(priors, counts, strides, *gts, valid, radius=cfg.fcos_radius,
                                regress_ranges=list(zip(r[0::2], r[1::2])))
+        if method == "fovea":
+            r = cfg.fovea_scale_ranges
+            return fovea_assign(priors, counts, *gts, valid, sigma=cfg.fovea_sigma, scale_ranges=list(zip(r[0::2], r[1::2])))
         if method == "tal":
             return task_aligned_assign(out.flat_scores().detach(), out.flat_boxes(pixels=True).detach(), priors,
                                        *gts, valid, alpha=cfg.alpha, beta=cfg.beta, topk=cfg.topk)
@@ -68,7 +72,7 @@ def compute_losses(out: HeadOutput, batch: Batch, cfg: TALConfig, epoch: int) ->
     'normalizer_bbox', 'num_pos'}, the Assignment). The sum of the ``loss_*`` entries is what to backprop.
     Non-finite head outputs give NaN losses and no Assignment (the trainer stops on them)."""
     method = scheme(cfg, epoch)
-    fixed = method in ("atss", "max_iou", "fcos")  # binary targets and the focal loss
+    fixed = method in ("atss", "max_iou", "fcos", "fovea")  # binary targets and the focal loss
     scores = out.flat_scores().float()  # (B, A, K)
     boxes = out.flat_boxes(pixels=False).float()  # (B, A, 4) stride units
     if not (torch.isfinite(scores).all() and torch.isfinite(boxes).all()):
@@ -97,7 +101,7 @@ def compute_losses(out: HeadOutput, batch: Batch, cfg: TALConfig, epoch: int) ->
         loss_cls = quality_focal_loss(scores, cls_targets, cfg.cls_gamma).sum()
 
     # regression: GIoU in stride units on the positives
-    if method == "max_iou":  # RetinaNet: an anchor point may lie outside its object (no centerness there)
+    if method in ("max_iou", "fovea"):  # RetinaNet: a point may lie outside its object; FoveaBox: no centerness
         box_weight = torch.ones(len(assigned_gt), device=boxes.device)
     elif fixed:  # ATSS and FCOS weight the box loss by the centerness of the anchor point
         priors = torch.cat(multilevel_priors(out.feature_sizes, out.strides, device=boxes.device))

@@ -46,6 +46,11 @@ _CONSTRUCTORS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101
 _BASIC_BLOCK_DEPTHS = (18, 34)  # BasicBlock nets: no grouped convs, no DCN (as in mmdet)
 
 
+# open-mmlab's detectron caffe ResNets (``open-mmlab://detectron/resnet50_caffe``), FCOS w/ imprv's backbone
+CAFFE_WEIGHTS_URL = {50: "https://download.openmmlab.com/pretrain/third_party/resnet50_caffe-788b5fa3.pth",
+                     101: "https://download.openmmlab.com/pretrain/third_party/resnet101_caffe-3ad79236.pth"}
+
+
 class PretrainedWeightsUnavailable(RuntimeError):
     """The ImageNet weights are neither in the torch hub cache nor downloadable."""
 
@@ -67,7 +72,8 @@ class ResNetBackbone(nn.Module):
 
     def __init__(self, depth: int = 50, groups: int = 1, width_per_group: int = 64, frozen_stages: int = 1,
                  norm_eval: bool = True, dcn_stages: Sequence[bool] = (False, False, False, False),
-                 pretrained: bool | str | os.PathLike = False, *, zero_init_residual: bool = True):
+                 pretrained: bool | str | os.PathLike = False, *, zero_init_residual: bool = True,
+                 style: str = "pytorch", norm_trainable: bool = True):
         super().__init__()
         if depth not in _CONSTRUCTORS:
             raise ValueError(f"ResNetBackbone: depth={depth} is not supported; choose one of {sorted(_CONSTRUCTORS)}.")
@@ -83,7 +89,11 @@ class ResNetBackbone(nn.Module):
         if any(dcn_stages) and depth in _BASIC_BLOCK_DEPTHS:
             raise ValueError(f"DCN replaces the 3x3 conv of a bottleneck; ResNet-{depth} has none (BasicBlocks).")
 
+        if style not in ("pytorch", "caffe") or (style == "caffe" and depth in _BASIC_BLOCK_DEPTHS):
+            raise ValueError(f"style: 'pytorch', or 'caffe' for bottleneck ResNets (depth 50/101), got {style!r} "
+                             f"with depth {depth}.")
         self.depth, self.groups, self.width_per_group = depth, groups, width_per_group
+        self.style, self.norm_trainable = style, norm_trainable
         self.frozen_stages, self.norm_eval, self.dcn_stages = frozen_stages, norm_eval, dcn_stages
 
         arch = _ARCHS.get((depth, groups, width_per_group))
@@ -97,6 +107,14 @@ class ResNetBackbone(nn.Module):
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
 
+        if style == "caffe":  # the stride of a stage's first block sits in its 1x1 conv, not its 3x3
+            for stage in self.stages()[1:]:
+                stage[0].conv1.stride, stage[0].conv2.stride = (2, 2), (1, 1)
+        if not norm_trainable:  # MMDetection's caffe configs: BN(requires_grad=False), affine fixed
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.weight.requires_grad_(False)
+                    module.bias.requires_grad_(False)
         for stage, use_dcn in zip(self.stages(), dcn_stages):
             if use_dcn:
                 for block in stage:
@@ -151,12 +169,21 @@ class ResNetBackbone(nn.Module):
         it under ``'state_dict'``; ``fc.*`` keys are ignored. DCN convs take the plain 3x3
         weight (same key, ``layerN.i.conv2.weight``) and keep their zero ``conv_offset``.
         """
+        if pretrained is True and self.style == "caffe":
+            raise PretrainedWeightsUnavailable(
+                f"a caffe-style ResNet-{self.depth} needs caffe weights, not torchvision's. Download open-mmlab's "
+                f"{CAFFE_WEIGHTS_URL.get(self.depth, 'resnet{depth}_caffe')} and set model.backbone_weights=PATH "
+                "(and data.mean=122.7717,115.9465,102.9801 data.std=1,1,1, the caffe normalisation in RGB order).")
         if pretrained is True:
             state_dict = _download_torchvision_weights(self.depth, self.groups, self.width_per_group)
             source = "torchvision ImageNet weights"
         else:
             state_dict = _read_weight_file(pretrained)
             source = str(pretrained)
+            if self.style == "caffe" and "conv1.weight" in _strip_prefixes(state_dict):
+                # caffe weights expect BGR input; reversing conv1's input channels lets them read our RGB
+                state_dict = _strip_prefixes(state_dict)
+                state_dict["conv1.weight"] = state_dict["conv1.weight"].flip(1)
         self._load_backbone_state_dict(state_dict, source)
 
     def _load_backbone_state_dict(self, state_dict: Mapping[str, Tensor], source: str) -> None:
@@ -208,7 +235,10 @@ def _read_weight_file(path: str | os.PathLike) -> dict[str, Tensor]:
     """Tensors of a local weight file, unwrapped from ``{'state_dict': ...}`` / ``{'model': ...}``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Backbone weight file not found: {path}")
+        hint = ""
+        if "caffe" in path.name:
+            hint = f"; get open-mmlab's caffe ResNets from {CAFFE_WEIGHTS_URL[50]} (or resnet101_caffe-3ad79236.pth)"
+        raise FileNotFoundError(f"Backbone weight file not found: {path}{hint}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # not a torch file, or a pickle that weights_only refuses

@@ -26,15 +26,16 @@ class TOOD(nn.Module):
         self.backbone = ResNetBackbone(
             depth=m.depth, groups=m.groups, width_per_group=m.width_per_group, frozen_stages=m.frozen_stages,
             norm_eval=m.norm_eval, dcn_stages=m.dcn_stages,
-            pretrained=_backbone_weights(m.backbone_weights) if load_backbone_weights else False)
-        self.neck = FPN(self.backbone.out_channels, m.fpn_channels, num_outs=len(m.strides))
+            pretrained=_backbone_weights(m.backbone_weights) if load_backbone_weights else False,
+            style=m.backbone_style, norm_trainable=m.backbone_norm_trainable)
+        self.neck = FPN(self.backbone.out_channels, m.fpn_channels, num_outs=len(m.strides), extra_source=m.fpn_extra_source)
         if m.head == "t_head":
             self.head = TaskAlignedHead(m.num_classes, m.fpn_channels, m.feat_channels, m.stacked_convs, m.strides,
                                         m.anchor_type, m.num_dcn_head, m.gn_groups, m.degenerate_box_fallback,
                                         m.head_prob_map, m.head_offsets, m.head_layer_attention)
         else:
             self.head = ParallelHead(m.num_classes, m.fpn_channels, m.feat_channels, 4, m.strides, m.anchor_type,
-                                     m.gn_groups, m.centerness)
+                                     m.gn_groups, m.centerness, m.head_conv_bias)
         self.epoch = 0
 
     def forward(self, images: Tensor, return_internals: bool = False) -> HeadOutput:

@@ -27,18 +27,24 @@ class FPN(nn.Module):
         out_channels: channels of every pyramid level (256).
         num_outs: number of outputs; the ``num_outs - len(in_channels)`` extra levels are made by
             stride-2 3x3 convs, the first on the coarsest FPN output, each next one on the previous.
+        extra_source: "output" (TOOD, ATSS, FCOS: P6 from P5) or "input" (FoveaBox: P6 from C5).
     """
 
-    def __init__(self, in_channels: Sequence[int], out_channels: int = 256, num_outs: int = 5):
+    def __init__(self, in_channels: Sequence[int], out_channels: int = 256, num_outs: int = 5,
+                 extra_source: str = "output"):
         super().__init__()
         in_channels = list(in_channels)
         if num_outs < len(in_channels):
             raise ValueError(f"num_outs={num_outs} is smaller than the number of inputs ({len(in_channels)}).")
+        if extra_source not in ("output", "input"):
+            raise ValueError(f"extra_source: expected 'output' or 'input', got {extra_source!r}")
         self.in_channels, self.out_channels, self.num_outs = in_channels, out_channels, num_outs
+        self.extra_source = extra_source
         self.lateral_convs = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
         output_convs = [nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels]
-        extra_convs = [nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
-                       for _ in range(num_outs - len(in_channels))]
+        first_in = in_channels[-1] if extra_source == "input" else out_channels
+        extra_convs = [nn.Conv2d(first_in if i == 0 else out_channels, out_channels, 3, stride=2, padding=1)
+                       for i in range(num_outs - len(in_channels))]
         # One list for both, as in the reference: indices 0..2 are P3..P5, 3 and 4 make P6 and P7.
         self.fpn_convs = nn.ModuleList(output_convs + extra_convs)
         self.reset_parameters()
@@ -60,6 +66,6 @@ class FPN(nn.Module):
             laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[-2:],
                                                               mode="nearest")
         outs = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals)]
-        for conv in self.fpn_convs[len(laterals):]:
-            outs.append(conv(outs[-1]))
+        for i, conv in enumerate(self.fpn_convs[len(laterals):]):
+            outs.append(conv(features[-1] if i == 0 and self.extra_source == "input" else outs[-1]))
         return outs

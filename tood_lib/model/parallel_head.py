@@ -20,13 +20,14 @@ class ParallelHead(nn.Module):
 
     def __init__(self, num_classes: int = 80, in_channels: int = 256, feat_channels: int = 256,
                  stacked_convs: int = 4, strides=(8, 16, 32, 64, 128), anchor_type: str = "anchor_free",
-                 gn_groups: int = 32, centerness: bool = True):
+                 gn_groups: int = 32, centerness: bool = True, conv_bias: bool = False):
         super().__init__()
         self.num_classes, self.strides, self.anchor_type = num_classes, tuple(strides), anchor_type
-        self.cls_convs = nn.ModuleList(
-            ConvGN(in_channels if i == 0 else feat_channels, feat_channels, 3, gn_groups) for i in range(stacked_convs))
-        self.reg_convs = nn.ModuleList(
-            ConvGN(in_channels if i == 0 else feat_channels, feat_channels, 3, gn_groups) for i in range(stacked_convs))
+        # conv_bias: FCOS w/ imprv's towers have biased convs before their GroupNorm (ATSS's do not)
+        self.cls_convs = nn.ModuleList(ConvGN(in_channels if i == 0 else feat_channels, feat_channels, 3, gn_groups,
+                                              bias=conv_bias) for i in range(stacked_convs))
+        self.reg_convs = nn.ModuleList(ConvGN(in_channels if i == 0 else feat_channels, feat_channels, 3, gn_groups,
+                                              bias=conv_bias) for i in range(stacked_convs))
         self.atss_cls = nn.Conv2d(feat_channels, num_classes, 3, padding=1)
         self.atss_reg = nn.Conv2d(feat_channels, 4, 3, padding=1)
         self.atss_centerness = nn.Conv2d(feat_channels, 1, 3, padding=1) if centerness else None

@@ -45,14 +45,14 @@ class ConvGN(nn.Module):
     """conv (no bias) → GroupNorm → ReLU; ``conv`` may be a DCNv2 (modulated deformable) conv."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, gn_groups: int,
-                 deformable: bool = False, deform_groups: int = 4):
+                 deformable: bool = False, deform_groups: int = 4, bias: bool = False):
         super().__init__()
         padding = kernel_size // 2
         if deformable:
             self.conv = ModulatedDeformConv2d(in_channels, out_channels, kernel_size, padding=padding,
-                                              deform_groups=deform_groups, bias=False)
+                                              deform_groups=deform_groups, bias=bias)
         else:
-            self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False)
+            self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=bias)
         self.gn = nn.GroupNorm(gn_groups, out_channels)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,0 +1,218 @@
+"""The ablation grid: every experiment behind the paper's Tables 1-4 and 6, declared once.
+
+An :class:`Experiment` names a head (parallel / T-Head, with or without the probability map M,
+the offsets O and the layer attention of the task decomposition), an assignment scheme (RetinaNet's
+IoU thresholds, FCOS centre sampling, FoveaBox, ATSS, ATSS with quality-focal targets, TAL; TAL on
+the T-Head is "TAL + TAP"), TAL's α, β and m, and the anchor type. :data:`PAPER_ROWS` says which
+experiment reproduces which row of which table, so one run serves every table that shares it.
+
+The same experiment is turned into a config at two scales (:func:`experiment_config`):
+
+- ``"coco"``: the paper's setting, R-50 1x (12 epochs, batch 16, 4 epochs of ATSS warm-up), one
+  JSON file per experiment under ``configs/ablations/`` (:func:`write_coco_configs`) that
+  ``torchrun ... -m tood_lib train --config FILE`` launches;
+- ``"cpu"``: the built-in data on two CPU cores (:data:`CPU_RECIPE`): the small preset at 128 px,
+  starting from our shape-pretrained ResNet-18 (``ablations/pretrain.py``) with the official
+  freezing rules, 6 short epochs with the first 2 as the ATSS warm-up (the paper's 4 of 12).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tood_lib.config import Config, apply_overrides, get_preset
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO_ROOT / "configs" / "ablations"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One cell of the grid (seeds are the runner's business)."""
+
+    name: str
+    head: str = "t_head"  # "t_head" or "parallel"
+    assigner: str = "tal"  # after the warm-up: "tal", "atss", "atss_qfl", "max_iou", "fcos", "fovea"
+    alpha: float = 1.0
+    beta: float = 6.0
+    topk: int = 13
+    anchor_type: str = "anchor_free"
+    prob_map: bool = True  # T-Head's M (alignment of classification)
+    offsets: bool = True  # T-Head's O (alignment of localisation)
+    layer_attention: bool = True  # T-Head's task decomposition
+    detector: str = "atss"  # whose network the COCO-scale model copies: "atss" (TOOD's), "fcos" or "foveabox"
+    analyse: bool = False  # also measure Table 6's alignment statistics and the assignment time-lapse
+
+    def overrides(self) -> list[str]:
+        """Config overrides (on top of a scale's base) that make this experiment."""
+        items = [f"model.head={self.head}", f"tal.assigner={self.assigner}", f"model.anchor_type={self.anchor_type}"]
+        if self.assigner == "tal":
+            items += [f"tal.alpha={self.alpha}", f"tal.beta={self.beta}", f"tal.topk={self.topk}"]
+        if self.head == "t_head":
+            items += [f"model.head_prob_map={self.prob_map}", f"model.head_offsets={self.offsets}",
+                      f"model.head_layer_attention={self.layer_attention}"]
+        return items
+
+    def describe(self) -> str:
+        head = "parallel head" if self.head == "parallel" else "T-Head" + "".join(
+            f" w/o {part}" for part, on in (("M", self.prob_map), ("O", self.offsets), ("layer attention", self.layer_attention)) if not on)
+        scheme = {"tal": f"TAL (α={self.alpha:g}, β={self.beta:g}, m={self.topk})", "atss": "ATSS", "atss_qfl": "ATSS+QFL",
+                  "max_iou": "IoU thresholds", "fcos": "FCOS centre sampling", "fovea": "FoveaBox"}[self.assigner]
+        return f"{head}, {scheme}, {self.anchor_type.replace('_', '-')}"
+
+
+def _tood(name: str, **kw) -> Experiment:
+    return Experiment(name, head="t_head", assigner="tal", **kw)
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
+    # Table 1: the parallel head and the T-Head on each detector's own assignment
+    Experiment("fovea_parallel", head="parallel", assigner="fovea", detector="foveabox"),
+    Experiment("fovea_t_head", head="t_head", assigner="fovea", detector="foveabox"),
+    Experiment("fcos_parallel", head="parallel", assigner="fcos", detector="fcos"),
+    Experiment("fcos_t_head", head="t_head", assigner="fcos", detector="fcos"),
+    Experiment("atss_parallel_anchor_based", head="parallel", assigner="atss", anchor_type="anchor_based"),
+    Experiment("atss_t_head_anchor_based", head="t_head", assigner="atss", anchor_type="anchor_based"),
+    Experiment("atss_parallel", head="parallel", assigner="atss", analyse=True),
+    Experiment("atss_t_head", head="t_head", assigner="atss", analyse=True),
+    # Table 2: assignment schemes on the parallel head; TAL + TAP is the full TOOD
+    Experiment("max_iou_parallel", head="parallel", assigner="max_iou"),
+    Experiment("atss_qfl_parallel", head="parallel", assigner="atss_qfl"),
+    Experiment("tal_parallel", head="parallel", assigner="tal", analyse=True),
+    _tood("tood", analyse=True),
+    # Table 3: TOOD anchor-based
+    _tood("tood_anchor_based", anchor_type="anchor_based"),
+    # Table 4: the exponents of t = s^α u^β
+    _tood("tood_alpha0.5_beta2", alpha=0.5, beta=2.0),
+    _tood("tood_alpha0.5_beta4", alpha=0.5, beta=4.0),
+    _tood("tood_alpha0.5_beta6", alpha=0.5, beta=6.0),
+    _tood("tood_alpha1_beta8", alpha=1.0, beta=8.0),
+    _tood("tood_alpha1.5_beta8", alpha=1.5, beta=8.0),
+    # beyond the paper's tables: m, and the T-Head's parts one at a time
+    _tood("tood_topk5", topk=5),
+    _tood("tood_topk21", topk=21),
+    _tood("tood_no_prob_map", prob_map=False),
+    _tood("tood_no_offsets", offsets=False),
+    _tood("tood_no_layer_attention", layer_attention=False),
+]}
+
+# (table, the row's key columns in tood_lib/paper_data/tableN.csv) -> experiment name
+PAPER_ROWS: dict[int, dict[tuple, str]] = {
+    1: {("FoveaBox", "parallel"): "fovea_parallel", ("FoveaBox", "T-head"): "fovea_t_head",
+        ("FCOS w/ imprv", "parallel"): "fcos_parallel", ("FCOS w/ imprv", "T-head"): "fcos_t_head",
+        ("ATSS (anchor-based)", "parallel"): "atss_parallel_anchor_based",
+        ("ATSS (anchor-based)", "T-head"): "atss_t_head_anchor_based",
+        ("ATSS (anchor-free)", "parallel"): "atss_parallel", ("ATSS (anchor-free)", "T-head"): "atss_t_head"},
+    2: {("IoU-based", 12): "max_iou_parallel", ("Center sampling", 12): "fcos_parallel", ("ATSS", 12): "atss_parallel",
+        ("ATSS+QFL", 12): "atss_qfl_parallel", ("TAL", 12): "tal_parallel", ("TAL+TAP", 18): "tood"},
+    3: {("anchor-free", "ATSS"): "atss_parallel", ("anchor-free", "TOOD"): "tood",
+        ("anchor-based", "ATSS"): "atss_parallel_anchor_based", ("anchor-based", "TOOD"): "tood_anchor_based"},
+    4: {(0.5, 2.0): "tood_alpha0.5_beta2", (0.5, 4.0): "tood_alpha0.5_beta4", (0.5, 6.0): "tood_alpha0.5_beta6",
+        (1.0, 6.0): "tood", (1.0, 8.0): "tood_alpha1_beta8", (1.5, 8.0): "tood_alpha1.5_beta8"},
+    6: {("parallel", "ATSS"): "atss_parallel", ("T-head", "ATSS"): "atss_t_head",
+        ("parallel", "TAL"): "tal_parallel", ("T-head", "TAL"): "tood"},
+}
+KEY_COLUMNS = {1: ("detector", "head"), 2: ("scheme", "epochs"), 3: ("anchor_type", "method"), 4: ("alpha", "beta"),
+               6: ("head", "assignment")}
+
+# The network differences of Table 1's other detectors, applied at COCO scale only (the CPU scale
+# keeps one network so that only the assignment differs): FoveaBox makes P6 from C5
+# (``add_extra_convs='on_input'``); FCOS w/ imprv uses a caffe-style ResNet (stride in the 1x1 conv,
+# BatchNorm affine frozen) and, on the parallel head, convs with biases.
+DETECTOR_STRUCTURE: dict[str, list[str]] = {
+    "atss": [],
+    "fcos": ["model.backbone_style=caffe", "model.backbone_norm_trainable=false",
+             "model.backbone_weights=weights/resnet50_caffe-788b5fa3.pth",
+             "data.mean=122.7717,115.9465,102.9801", "data.std=1,1,1"],
+    "foveabox": ["model.fpn_extra_source=input"],
+}
+
+# ------------------------------------------------------------------------------------------ scales
+# The COCO-scale FCOS and FoveaBox size ranges, divided by 4 for the CPU scale: the built-in
+# objects are 12-55 px in a 128-px image, about a quarter of COCO's at 1333x800, and undivided
+# ranges would send every object to P3.
+CPU_RANGE_SCALE = 0.25
+CPU_BACKBONE = REPO_ROOT / "runs" / "ablations" / "backbone_r18_shapes.pth"
+CPU_RECIPE = [
+    "data.img_scale=128,128",
+    "model.frozen_stages=1", "model.norm_eval=true",  # the official freezing rules, on a pretrained backbone
+    "data.train_images=400", "train.epochs=6", "train.lr_steps=5", "train.lr=0.01", "train.warmup_iters=50",
+    "tal.warmup_epochs=2",
+]
+
+
+def _scaled(values, factor: float) -> str:
+    return ",".join(f"{v * factor:g}" if abs(v) < 1e7 else f"{v:g}" for v in values)
+
+
+def experiment_config(experiment: Experiment | str, scale: str = "cpu", backbone: str | Path | None = None) -> Config:
+    """The Config of an experiment at ``scale`` "cpu" (built-in data) or "coco" (R-50 1x)."""
+    exp = EXPERIMENTS[experiment] if isinstance(experiment, str) else experiment
+    if scale == "coco":
+        cfg = get_preset("tood_r50_fpn_1x_coco")
+        cfg.name = f"ablation_{exp.name}_r50_fpn_1x_coco"
+        return apply_overrides(cfg, coco_overrides(exp))
+    if scale != "cpu":
+        raise ValueError(f"scale: expected 'cpu' or 'coco', got {scale!r}")
+    cfg = get_preset("tood_small")
+    cfg.name = f"ablation_{exp.name}_cpu"
+    base = apply_overrides(cfg, [])
+    cfg = apply_overrides(cfg, CPU_RECIPE + [
+        f"model.backbone_weights={backbone or CPU_BACKBONE}",
+        f"tal.fcos_regress_ranges={_scaled(base.tal.fcos_regress_ranges, CPU_RANGE_SCALE)}",
+        f"tal.fovea_scale_ranges={_scaled(base.tal.fovea_scale_ranges, CPU_RANGE_SCALE)}"])
+    return apply_overrides(cfg, exp.overrides())
+
+
+def coco_overrides(exp: Experiment) -> list[str]:
+    """The overrides of an experiment's COCO-scale config (on the R-50 1x preset)."""
+    bias = ["model.head_conv_bias=true"] if exp.detector == "fcos" and exp.head == "parallel" else []
+    return DETECTOR_STRUCTURE[exp.detector] + bias + exp.overrides()
+
+
+def coco_command(experiment: str, gpus: int = 4) -> str:
+    """The command that trains and evaluates an experiment at COCO scale."""
+    return (f"torchrun --nproc_per_node {gpus} -m tood_lib train --config configs/ablations/{experiment}.json "
+            f"--data-root data/coco --out runs/ablations/coco/{experiment}")
+
+
+def write_coco_configs(directory: str | Path = CONFIG_DIR) -> list[Path]:
+    """One launchable JSON file per experiment: {"experiment", "description", "preset", "overrides", "command"}."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, exp in EXPERIMENTS.items():
+        body = dict(experiment=name, description=exp.describe(), preset="tood_r50_fpn_1x_coco", name=f"ablation_{name}_r50_fpn_1x_coco",
+                    overrides=coco_overrides(exp), command=coco_command(name),
+                    note="R-50 1x as in the paper's ablations: 12 epochs, batch 16 over all GPUs (the official 4 x 4), ImageNet "
+                         "(torchvision) backbone; with fewer GPUs keep the batch with --accumulate or let the "
+                         "linear rule scale the LR (notebook 04).")
+        path = directory / f"{name}.json"
+        path.write_text(json.dumps(body, indent=2) + "\n")
+        written.append(path)
+    return written
+
+
+def load_config_file(path: str | Path) -> Config:
+    """A Config from one of those JSON files (a preset plus overrides)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    body = json.loads(path.read_text())
+    if "preset" not in body:
+        raise ValueError(f"{path}: a config file needs a 'preset' and may have 'overrides' (a list of SECTION.FIELD=VALUE)")
+    cfg = get_preset(body["preset"])
+    if body.get("name"):
+        cfg.name = body["name"]
+    return apply_overrides(cfg, list(body.get("overrides", [])))
+
+
+def experiment_table() -> list[dict]:
+    """The grid as rows (for notebooks): name, description and the tables each experiment serves."""
+    serves = {name: [] for name in EXPERIMENTS}
+    for table, rows in PAPER_ROWS.items():
+        for key, name in rows.items():
+            serves[name].append(f"T{table}: {' / '.join(map(str, key))}")
+    return [dict(experiment=name, description=exp.describe(), tables="; ".join(serves[name]) or "beyond the paper",
+                 **{k: v for k, v in asdict(exp).items() if k != "name"}) for name, exp in EXPERIMENTS.items()]
