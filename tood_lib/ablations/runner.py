@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from tood_lib.ablations.grid import CPU_BACKBONE, EXPERIMENTS, REPO_ROOT, experiment_config
 
 RUNS_DIR = REPO_ROOT / "runs" / "ablations" / "cpu"
-RESULTS_DIR = REPO_ROOT / "results"
+RESULTS_DIR = Path(os.environ.get("TOOD_RESULTS_DIR", REPO_ROOT / "results"))  # committed; the env var is for trying things out
 SEEDS = (0, 1)
 SNAPSHOT_IMAGES = 6  # val images whose dense predictions are kept for the figures
 TIMELAPSE_IMAGES = 100  # val images behind each time-lapse point
