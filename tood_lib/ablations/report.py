@@ -35,9 +35,9 @@ def side_by_side(table: pd.DataFrame, number: int, columns=("AP", "AP50", "AP75"
     for c in columns:
         paper = table.get(f"paper_{c}")
         if paper is not None:
-            out[f"paper {c}"] = [f"{v:.{digits if c in ('AP', 'AP50', 'AP75') else 3}f}" if isinstance(v, float) else str(v)
+            out[f"paper {c}"] = [f"{v:.{digits if c in ('AP', 'AP50', 'AP75') else 3}f}" if isinstance(v, float) else f"{v:,}"
                                  for v in paper]
-        out[f"ours {c}"] = [_pm(m, s, digits if c in ("AP", "AP50", "AP75", "correct", "redundant", "error") else 3)
+        out[f"ours {c}"] = [_pm(m, s, digits if c in ("AP", "AP50", "AP75") else 0 if c in ("correct", "redundant", "error") else 3)
                             for m, s in zip(table[f"cpu_{c}"], table.get(f"cpu_{c}_std", [float("nan")] * len(table)))]
     out["seeds"] = table["cpu_seeds"].fillna(0).astype(int).to_numpy()
     return out
@@ -52,6 +52,8 @@ def trend_check(table: pd.DataFrame, number: int, pairs: list[tuple[str, str]], 
         paper = float(t.at[variant, f"paper_{column}"]) - float(t.at[base, f"paper_{column}"])
         ours = float(t.at[variant, f"cpu_{column}"]) - float(t.at[base, f"cpu_{column}"])
         noise = max(float(t.at[variant, f"cpu_{column}_std"]), float(t.at[base, f"cpu_{column}_std"]))
+        one_seed = math.isnan(noise)
+        noise = 0.0 if one_seed else noise
         if math.isnan(ours):
             verdict = "not run"
         elif np.sign(ours) == np.sign(paper) and abs(ours) > noise:
@@ -62,8 +64,11 @@ def trend_check(table: pd.DataFrame, number: int, pairs: list[tuple[str, str]], 
             verdict = "opposite sign, within seed noise"
         else:
             verdict = "not reproduced"
-        rows.append({"baseline": base, "variant": variant, f"paper Δ{column}": round(paper, 2),
-                     f"ours Δ{column}": round(ours, 2), "seed noise (std)": round(noise, 2), "verdict": verdict})
+        if one_seed and not math.isnan(ours):
+            verdict += " (one seed: no spread)"
+        digits = 3 if column in ("PCC", "IoU") else 2
+        rows.append({"baseline": base, "variant": variant, "metric": column, "paper Δ": round(paper, digits),
+                     "ours Δ": round(ours, digits), "seed noise (std)": round(noise, digits), "verdict": verdict})
     return pd.DataFrame(rows)
 
 

@@ -93,3 +93,44 @@ def detection_grid(images: list[Image.Image], titles: list[str] | None = None, c
     fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def plot_run_overview(records: list[dict], title: str = "training run"):
+    """Any run's metrics log at a glance: loss terms (smoothed), learning rate, throughput and memory,
+    and AP after each evaluation (x: optimiser step; the ATSS warm-up → TAL switch dashed)."""
+    steps = [r for r in records if r.get("kind") == "step" and r.get("rank", 0) == 0]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7))
+    x = np.array([r["step"] for r in steps])
+    smooth = max(1, min(20, len(steps) // 10))
+    kernel = np.ones(smooth) / smooth
+    for i, key in enumerate(k for k in ("loss", "loss_cls", "loss_bbox", "loss_centerness") if steps and k in steps[0]):
+        y = np.array([r[key] for r in steps], dtype=float)
+        axes[0, 0].plot(x[smooth - 1:], np.convolve(y, kernel, mode="valid"), color=PALETTE[i], label=key)
+    axes[0, 0].set_title(f"losses (mean of {smooth} steps)", fontsize=10)
+    axes[0, 0].legend(fontsize=8)
+    axes[0, 1].plot(x, [r["lr"] for r in steps], color="k")
+    axes[0, 1].set_title("learning rate", fontsize=10)
+    axes[1, 0].plot(x, [r["images_per_s"] for r in steps], color=PALETTE[0], alpha=0.6)
+    axes[1, 0].set_ylabel("images / s", color=PALETTE[0])
+    twin = axes[1, 0].twinx()
+    twin.plot(x, [r["memory_mb"] / 1024 for r in steps], color=PALETTE[3])
+    twin.set_ylabel("peak memory (GiB)", color=PALETTE[3])
+    axes[1, 0].set_title("throughput and memory", fontsize=10)
+    if evals:
+        axes[1, 1].plot([r["step"] for r in evals], [r["AP"] for r in evals], marker="o", label="AP")
+        axes[1, 1].plot([r["step"] for r in evals], [r["AP50"] for r in evals], marker="s", label="AP50")
+        axes[1, 1].legend(fontsize=8)
+    else:
+        axes[1, 1].text(0.5, 0.5, "no evaluation in this log\n(--eval-every N evaluates every N epochs)",
+                        ha="center", va="center", transform=axes[1, 1].transAxes)
+    axes[1, 1].set_title("box AP on val", fontsize=10)
+    switch = next((r["step"] for r in steps if r.get("phase") == "tal"), None)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("optimiser step")
+        if switch is not None:
+            ax.axvline(switch, color="k", ls="--", lw=1)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

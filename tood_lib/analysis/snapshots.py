@@ -1,0 +1,76 @@
+"""The dense predictions the ablation command keeps (``results/snapshots_cpu.pt``): a few val images
+seen by the four Table 6 models after every epoch, enough to redraw Fig. 1 and Fig. 4 and the
+assignment time-lapse without the checkpoints (which are not committed)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from tood_lib.analysis.alignment import DensePrediction
+from tood_lib.model.priors import multilevel_priors, valid_prior_mask
+
+FIG4_ROWS = {"parallel + ATSS": "atss_parallel", "T-Head + ATSS": "atss_t_head",
+             "parallel + TAL": "tal_parallel", "T-Head + TAL (TOOD)": "tood"}
+
+
+def load_snapshots(path: str | Path | None = None):
+    """-> (predictions {experiment: {epoch: [DensePrediction per image]}}, batch of those val images,
+    the val data set). The images are re-read from the built-in data with the CPU-scale transform."""
+    from tood_lib.ablations.grid import experiment_config
+    from tood_lib.ablations.runner import RESULTS_DIR
+    from tood_lib.workbook import builtin_val_set
+
+    path = Path(path or RESULTS_DIR / "snapshots_cpu.pt")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; regenerate it with: bash scripts/ablations.sh")
+    raw = torch.load(path, weights_only=True)
+    dataset = builtin_val_set(experiment_config("tood", "cpu"))
+    out, batch = {}, None
+    for name, snap in raw.items():
+        if batch is None:
+            batch, _ = dataset.collate([dataset[i] for i in snap["image_indices"]])
+            h, w = batch.images.shape[-2:]
+            strides = (8, 16, 32, 64, 128)
+            sizes = [(math.ceil(h / s), math.ceil(w / s)) for s in strides]
+            priors = torch.cat(multilevel_priors(sizes, strides))
+            valid = valid_prior_mask(sizes, strides, batch.pad_shapes)
+        out[name] = {int(epoch): [DensePrediction(p["scores"].float(), p["boxes"].float(), priors, valid[i], sizes, strides)
+                                  for i, p in enumerate(images)] for epoch, images in snap["snapshots"].items()}
+        assert all(len(p.scores) == len(priors) for preds in out[name].values() for p in preds)
+    return out, batch, dataset
+
+
+def plot_timelapse(timelapse: pd.DataFrame, names: dict[str, str] | None = None):
+    """Four panels against the epoch, one line per model (mean over seeds, band = min..max): the distance
+    between the best-classification and best-localisation anchors, PCC, top-10 IoU and AP."""
+    names = names or {v: k for k, v in FIG4_ROWS.items()}
+    panels = (("best_anchor_gap", "distance between best-cls and best-loc anchors (px)"),
+              ("PCC", "PCC of score and IoU ranks (top 50)"), ("IoU", "mean IoU of the top-10 predictions"),
+              ("AP", "box AP (val)"))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
+    colours = plt.get_cmap("tab10").colors
+    for ax, (column, title) in zip(axes.flat, panels):
+        for i, (experiment, label) in enumerate(names.items()):
+            rows = timelapse[timelapse["experiment"] == experiment]
+            if rows.empty:
+                continue
+            stats = rows.groupby("epoch")[column].agg(["mean", "min", "max"])
+            ax.plot(stats.index, stats["mean"], marker="o", color=colours[i], label=label)
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=colours[i], alpha=0.15)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch (0 = untrained)")
+        ax.grid(alpha=0.3)
+    warmup = timelapse.attrs.get("warmup_epochs")
+    if warmup:
+        for ax in axes.flat:
+            ax.axvspan(0, warmup, color="grey", alpha=0.08)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle("Assignment over training (shaded: the ATSS warm-up; band: the seeds' range)")
+    fig.tight_layout()
+    return fig
+
