@@ -41,22 +41,23 @@ def test_pretrained_backbone_loads_into_the_detector_backbone(backbone):
 def test_grid_runs_resumes_and_tabulates(backbone, tmp_path):
     out, results = tmp_path / "runs", tmp_path / "results"
     kw = dict(out_root=out, results_dir=results, overrides=TINY, backbone=backbone, progress=False, with_complexity=False)
-    run_grid(["atss_parallel"], seeds=(0, 1), jobs=2, **kw)
-    finished = {s: (run_dir("atss_parallel", s, out) / "result.json").stat().st_mtime_ns for s in (0, 1)}
+    run_grid(["fcos_parallel"], seeds=(0, 1), jobs=2, **kw)
+    finished = {s: (run_dir("fcos_parallel", s, out) / "result.json").stat().st_mtime_ns for s in (0, 1)}
     runs = pd.read_csv(results / "ablation_runs_cpu.csv")
     assert sorted(runs["seed"]) == [0, 1] and (runs["steps"] == 4).all() and (runs["threads"] == 1).all()
     # checkpoints of runs that are not analysed are dropped, last.pth (for resuming) is kept
-    assert [p.name for p in run_dir("atss_parallel", 0, out).glob("*.pth")] == ["last.pth"]
+    assert [p.name for p in run_dir("fcos_parallel", 0, out).glob("*.pth")] == ["last.pth"]
 
-    run_grid(["atss_parallel"], seeds=(0, 1), jobs=2, **kw)  # nothing to do: finished runs are not redone
-    assert finished == {s: (run_dir("atss_parallel", s, out) / "result.json").stat().st_mtime_ns for s in (0, 1)}
+    run_grid(["fcos_parallel"], seeds=(0, 1), jobs=2, **kw)  # nothing to do: finished runs are not redone
+    assert finished == {s: (run_dir("fcos_parallel", s, out) / "result.json").stat().st_mtime_ns for s in (0, 1)}
 
     table = pd.read_csv(results / "table1_cpu.csv").set_index("experiment")
-    assert table.at["atss_parallel", "cpu_seeds"] == 2
-    assert table.at["atss_parallel", "cpu_AP"] == pytest.approx(runs["AP"].mean() * 100, abs=1e-3)
-    assert table.at["atss_parallel", "cpu_AP_std"] == pytest.approx(runs["AP"].std(ddof=1) * 100, abs=1e-3)
-    assert table.at["atss_parallel", "paper_AP"] == 39.2 and table.at["atss_parallel", "coco_AP"] == "not run"
-    assert "--config configs/ablations/atss_parallel.json" in table.at["atss_parallel", "coco_command"]
+    assert table.at["fcos_parallel", "cpu_seeds"] == 2
+    assert table.at["fcos_parallel", "cpu_AP"] == pytest.approx(runs["AP"].mean() * 100, abs=1e-3)
+    assert table.at["fcos_parallel", "cpu_AP_std"] == pytest.approx(runs["AP"].std(ddof=1) * 100, abs=1e-3)
+    assert table.at["fcos_parallel", "paper_AP"] == 38.6 and table.at["fcos_parallel", "coco_AP"] == "not run"
+    assert "--config configs/ablations/fcos_parallel.json" in table.at["fcos_parallel", "coco_command"]
+    assert pd.read_csv(results / "table2_cpu.csv").set_index("experiment").at["fcos_parallel", "cpu_seeds"] == 2
     assert pd.isna(table.at["atss_t_head", "cpu_AP"])  # not run here
     timing = json.loads((results / "ablations_cpu_timing.json").read_text())
     assert len(timing["invocations"]) == 1 and timing["invocations"][0]["runs"] == 2
