@@ -70,3 +70,20 @@ def test_full_size_parameters_match_table1(key):
 def test_missing_caffe_weights_say_where_to_get_them(tmp_path):
     with pytest.raises(FileNotFoundError, match="download.openmmlab.com"):
         ResNetBackbone(50, style="caffe", pretrained=tmp_path / "resnet50_caffe-788b5fa3.pth")
+
+
+def test_full_size_macs_in_mmcv_convention():
+    """mmcv's convention (what the paper's "FLOPs" count): the T-Head row equals Table 1 to the digit;
+    the parallel head is one operation per tower-output element (0.04 G) above it."""
+    from tood_lib.analysis.complexity import count_macs
+
+    paper = paper_table(1).set_index(["detector", "head"])
+    for key, tolerance in ((("ATSS (anchor-free)", "T-head"), 0.005), (("ATSS (anchor-free)", "parallel"), 0.05)):
+        torch.manual_seed(0)
+        model = build_model(experiment_config(PAPER_ROWS[1][key], "coco"))
+        macs, conv = count_macs(model, convention="mmcv"), count_macs(model)
+        assert abs(macs["head"] / 1e9 - paper.loc[key, "head_gflops"]) < tolerance
+        assert abs(macs["total"] / 1e9 - paper.loc[key, "total_gflops"]) < tolerance
+        assert 0.6e9 < macs["total"] - conv["total"] < 0.8e9  # biases, norms, ReLUs and pooling
+    with pytest.raises(ValueError, match="convention"):
+        count_macs(model, 64, 64, convention="fvcore")

@@ -43,22 +43,63 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return counts
 
 
+def _mmcv_extra_hooks(model: nn.Module, counts: dict[str, int]) -> list:
+    """Forward hooks adding what mmcv's ``get_flops`` counts beyond convolutions and matrix products:
+    a conv's bias (one per output element), BatchNorm / GroupNorm (two per element: normalise and
+    scale), ReLU modules (one per element) and max-pooling (one per input element)."""
+    hooks = []
+
+    def hook(part: str, kind: str):
+        def count(module, inputs, output):
+            n = output.numel()
+            if kind == "norm":
+                n *= 2
+            elif kind == "pool":
+                n = inputs[0].numel()
+            counts[part] = counts.get(part, 0) + n
+        return count
+
+    for name, module in model.named_modules():
+        part = name.split(".")[0]
+        if isinstance(module, nn.Conv2d) and module.bias is not None:
+            hooks.append(module.register_forward_hook(hook(part, "bias")))
+        elif isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
+            hooks.append(module.register_forward_hook(hook(part, "norm")))
+        elif isinstance(module, nn.ReLU):
+            hooks.append(module.register_forward_hook(hook(part, "relu")))
+        elif isinstance(module, nn.MaxPool2d):
+            hooks.append(module.register_forward_hook(hook(part, "pool")))
+    return hooks
+
+
 @torch.no_grad()
-def count_macs(model: nn.Module, height: int = 800, width: int = 1280) -> dict[str, int]:
+def count_macs(model: nn.Module, height: int = 800, width: int = 1280, convention: str = "pytorch") -> dict[str, int]:
     """MACs of one forward pass on a (1, 3, height, width) image: total and per top-level part.
 
+    ``convention="pytorch"``: convolutions and matrix products only (``FlopCounterMode``).
+    ``convention="mmcv"``: plus what mmcv's ``get_flops`` adds, which the paper's Table 1 used
+    (biases, normalisation, ReLU modules, max-pooling; see ``_mmcv_extra_hooks``). Our T-Head's
+    ReLUs are functional calls, so, as in a count of the released code, they are not among them.
     Runs a real forward pass on zeros (a few seconds for R-50 at 1280x800 on a CPU).
     """
+    if convention not in ("pytorch", "mmcv"):
+        raise ValueError(f"convention: expected 'pytorch' or 'mmcv', got {convention!r}")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    extra: dict[str, int] = {}
+    hooks = _mmcv_extra_hooks(model, extra) if convention == "mmcv" else []
     counter = FlopCounterMode(display=False, depth=2)
-    with counter:
-        model(torch.zeros(1, 3, height, width, device=device))
-    model.train(was_training)
+    try:
+        with counter:
+            model(torch.zeros(1, 3, height, width, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
     flops = counter.get_flop_counts()
     root = type(model).__name__
-    macs = dict(total=sum(flops.get("Global", {}).values()) // 2)
+    macs = dict(total=sum(flops.get("Global", {}).values()) // 2 + sum(extra.values()))
     for name, _ in model.named_children():
-        macs[name] = sum(flops.get(f"{root}.{name}", {}).values()) // 2
+        macs[name] = sum(flops.get(f"{root}.{name}", {}).values()) // 2 + extra.get(name, 0)
     return macs
