@@ -68,9 +68,17 @@ def fcos_assign(priors: Tensor, num_level_priors: Sequence[int], strides: Sequen
     ok = in_centre & in_range & gt_mask[:, None, :]
     if prior_valid is not None:
         ok &= prior_valid[:, :, None]
+    return assign_smallest_area(out, ok, priors, gt_boxes, gt_labels)
+
+
+def assign_smallest_area(out: Assignment, ok: Tensor, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor) -> Assignment:
+    """Fill ``out``: each prior goes to the smallest-area object it qualifies for (``ok`` (B, A, G) bool;
+    ties: the lowest index), the rule FCOS and FoveaBox share; ``iou``/``metric`` hold the anchor box's
+    IoU with it and ``target`` is 1 on positives."""
+    B = gt_boxes.shape[0]
     area = ((gt_boxes[..., 2] - gt_boxes[..., 0]) * (gt_boxes[..., 3] - gt_boxes[..., 1])).float()[:, None, :]
     area = torch.where(ok, area.expand_as(ok), torch.full_like(ok, INF, dtype=torch.float32))
-    smallest, owner = area.min(dim=2)                                                       # ties: lowest index
+    smallest, owner = area.min(dim=2)
     pos = smallest < INF
     out.positive = pos
     out.gt_index = torch.where(pos, owner, torch.full_like(owner, -1))

@@ -21,11 +21,10 @@ import torch
 from torch import Tensor
 
 from tood_lib.assign.assignment import Assignment
+from tood_lib.assign.fcos import assign_smallest_area
 from tood_lib.assign.tal import check_gt_inputs, check_priors, empty_assignment
-from tood_lib.boxes import box_iou
 from tood_lib.model.priors import prior_points
 
-INF = 1e8
 FOVEA_SCALE_RANGES = ((1, 64), (32, 128), (64, 256), (128, 512), (256, 2048))
 FOVEA_SIGMA = 0.4
 
@@ -69,14 +68,4 @@ def fovea_assign(priors: Tensor, num_level_priors: Sequence[int], gt_boxes: Tens
     ok = in_range & in_fovea & gt_mask[:, None, :]
     if prior_valid is not None:
         ok &= prior_valid[:, :, None]
-    area = wh.prod(dim=-1)[:, None, :]
-    area = torch.where(ok, area.expand_as(ok), torch.full_like(ok, INF, dtype=torch.float32))
-    smallest, owner = area.min(dim=2)                                                       # ties: lowest index
-    pos = smallest < INF
-    out.positive = pos
-    out.gt_index = torch.where(pos, owner, torch.full_like(owner, -1))
-    out.labels = torch.where(pos, gt_labels.gather(1, owner), torch.full_like(owner, -1))
-    iou = box_iou(priors.float().expand(B, -1, -1), boxes).gather(2, owner[..., None])[..., 0]
-    out.metric = out.iou = torch.where(pos, iou, torch.zeros_like(iou))
-    out.target = pos.float()
-    return out
+    return assign_smallest_area(out, ok, priors, gt_boxes, gt_labels)
