@@ -68,6 +68,9 @@ class ResNetBackbone(nn.Module):
             cache or downloaded), or a path to a local ``.pth`` file.
         zero_init_residual: zero the last BN of each residual block at random init (MMDetection's
             default; irrelevant once pretrained weights are loaded).
+        style: "pytorch" (stride in a stage's first 3x3 conv, torchvision's weights) or "caffe" (stride
+            in its first 1x1 conv, open-mmlab's caffe weights; FCOS w/ imprv in the paper's Table 1).
+        norm_trainable: False fixes every BatchNorm's affine weight and bias (MMDetection's caffe configs).
     """
 
     def __init__(self, depth: int = 50, groups: int = 1, width_per_group: int = 64, frozen_stages: int = 1,
