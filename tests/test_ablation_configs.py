@@ -71,3 +71,11 @@ def test_dry_run(path, tmp_path):
     steps = [r for r in records if r["kind"] == "step"]
     assert trainer.state.global_step == 1 and len(steps) == 1
     assert steps[0]["phase"] == "tal" and math.isfinite(steps[0]["loss"]) and steps[0]["num_pos"] > 0
+
+
+def test_the_default_grid_is_exactly_what_the_tables_need():
+    from tood_lib.ablations.grid import experiments_in_tables
+
+    names = experiments_in_tables()
+    assert set(names) == {n for rows in PAPER_ROWS.values() for n in rows.values()} and len(names) == 18
+    assert names == [n for n in EXPERIMENTS if n in names]  # grid order

@@ -122,9 +122,8 @@ def _ablations(args) -> None:
     results = args.results or runner.RESULTS_DIR
     seeds = tuple(args.seeds) if args.seeds else runner.SEEDS
     if args.action == "run":
-        from tood_lib.ablations.tables import experiments_in_tables
-
-        names = args.experiments or (list(grid.EXPERIMENTS) if args.all else experiments_in_tables())
+        # (tables.py is imported only when the runs are collected, so a long grid tabulates with current code)
+        names = args.experiments or (list(grid.EXPERIMENTS) if args.all else grid.experiments_in_tables())
         runner.run_grid(names, seeds, jobs=args.jobs, out_root=out_root, results_dir=results, overrides=args.set,
                         backbone=args.backbone, analysis_images=args.analysis_images)
         print(f"[ablations] results and tables in {results}")

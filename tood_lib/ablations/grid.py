@@ -217,3 +217,9 @@ def experiment_table() -> list[dict]:
             serves[name].append(f"T{table}: {' / '.join(map(str, key))}")
     return [dict(experiment=name, description=exp.describe(), tables="; ".join(serves[name]) or "beyond the paper",
                  **{k: v for k, v in asdict(exp).items() if k != "name"}) for name, exp in EXPERIMENTS.items()]
+
+
+def experiments_in_tables() -> list[str]:
+    """Every experiment some table needs, in grid order."""
+    needed = {name for rows in PAPER_ROWS.values() for name in rows.values()}
+    return [name for name in EXPERIMENTS if name in needed]

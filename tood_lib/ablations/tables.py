@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tood_lib.ablations.grid import EXPERIMENTS, KEY_COLUMNS, PAPER_ROWS, coco_command, experiment_config
+from tood_lib.ablations.grid import KEY_COLUMNS, PAPER_ROWS, coco_command, experiment_config
 from tood_lib.analysis.paper_tables import paper_table
 
 TABLES = (1, 2, 3, 4, 6)
@@ -115,8 +115,3 @@ def read_table(table: int, results_dir: str | Path | None = None) -> pd.DataFram
         raise FileNotFoundError(f"{path} is missing; regenerate the ablations with: bash scripts/ablations.sh")
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
-
-def experiments_in_tables() -> list[str]:
-    """Every experiment some table needs, in grid order."""
-    needed = {name for rows in PAPER_ROWS.values() for name in rows.values()}
-    return [name for name in EXPERIMENTS if name in needed]
