@@ -1,28 +1,44 @@
 #!/usr/bin/env bash
 # Create (once) the project's virtual environment in .venv and install tood_lib into it.
-# Re-running is cheap: it reinstalls only when pyproject.toml has changed.
-# Usage: source scripts/bootstrap.sh [extras]   e.g. "dev" or "dev,notebooks"
+# Re-running is cheap: it reinstalls only when pyproject.toml has changed or more extras are asked for.
+# Usage: bash scripts/bootstrap.sh [extras]   e.g. "", "dev" or "dev,notebooks"
+# Environment: PYTHON (the interpreter that makes the venv, default python3), TOOD_VENV (default .venv).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EXTRAS="${1:-}"
 PYTHON="${PYTHON:-python3}"
-VENV="$ROOT/.venv"
+VENV="${TOOD_VENV:-$ROOT/.venv}"
 if [ ! -x "$VENV/bin/python" ]; then
-  echo "[setup] creating virtual environment in .venv (python: $($PYTHON --version 2>&1))"
+  echo "[setup] creating virtual environment in $VENV (python: $($PYTHON --version 2>&1))"
   "$PYTHON" -m venv "$VENV"
 fi
-# The stamp names the pyproject.toml it was installed from and holds the extras installed with it;
-# a later call that asks for no more extras than that reinstalls nothing.
+# The stamp names the pyproject.toml it was installed from and holds the extras installed with it,
+# one a line; a later call that asks for no more extras than that reinstalls nothing.
 STAMP="$VENV/.installed-$(sha1sum < "$ROOT/pyproject.toml" | cut -c1-12)"
+# Wanted = the stamp's extras plus the requested ones. Plain bash, no pipeline: a grep that matches
+# nothing must not abort the script under `set -o pipefail` (the bug that broke a first main.sh).
+declare -A wanted=()
+if [ -f "$STAMP" ]; then
+  while IFS= read -r extra; do [ -n "$extra" ] && wanted["$extra"]=1; done < "$STAMP"
+fi
 missing=""
 for extra in ${EXTRAS//,/ }; do
-  grep -qx "$extra" "$STAMP" 2>/dev/null || missing="yes"
+  [ -n "${wanted[$extra]:-}" ] || missing="yes"
+  wanted["$extra"]=1
 done
 if [ ! -f "$STAMP" ] || [ -n "$missing" ]; then
-  ALL="$( (cat "$STAMP" 2>/dev/null; tr ',' '\n' <<< "$EXTRAS") | grep -v '^$' | sort -u | paste -sd, -)"
+  ALL=""
+  if [ "${#wanted[@]}" -gt 0 ]; then
+    ALL="$(printf '%s\n' "${!wanted[@]}" | sort | paste -sd, -)"
+  fi
   echo "[setup] installing tood_lib${ALL:+[$ALL]} and its dependencies (first run: a few minutes)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT${ALL:+[$ALL]}" 2>&1 | grep -v "is ignored: it is neither" || true
+  if ! "$VENV/bin/python" -m pip install --quiet -e "$ROOT${ALL:+[$ALL]}" > "$VENV/pip-install.log" 2>&1; then
+    cat "$VENV/pip-install.log" >&2
+    echo "[setup] pip install failed (log above, also in $VENV/pip-install.log)" >&2
+    exit 1
+  fi
   "$VENV/bin/python" -c "import tood_lib, torch, torchvision" || { echo "[setup] installation failed" >&2; exit 1; }
-  rm -f "$VENV"/.installed-* && tr ',' '\n' <<< "$ALL" > "$STAMP"
+  rm -f "$VENV"/.installed-*
+  if [ -n "$ALL" ]; then tr ',' '\n' <<< "$ALL" > "$STAMP"; else : > "$STAMP"; fi
 fi
