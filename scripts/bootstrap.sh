@@ -17,13 +17,16 @@ fi
 STAMP="$VENV/.installed-$(sha1sum < "$ROOT/pyproject.toml" | cut -c1-12)"
 # Wanted = the stamp's extras plus the requested ones. Plain bash, no pipeline: a grep that matches
 # nothing must not abort the script under `set -o pipefail` (the bug that broke a first main.sh).
+# The extras of an older stamp (pyproject.toml changed since) are kept too: a reinstall for the
+# main command must not take away what the test command installed.
 declare -A wanted=()
-if [ -f "$STAMP" ]; then
-  while IFS= read -r extra; do [ -n "$extra" ] && wanted["$extra"]=1; done < "$STAMP"
-fi
+for old_stamp in "$VENV"/.installed-*; do
+  [ -f "$old_stamp" ] || continue
+  while IFS= read -r extra; do [ -n "$extra" ] && wanted["$extra"]=1; done < "$old_stamp"
+done
 missing=""
 for extra in ${EXTRAS//,/ }; do
-  [ -n "${wanted[$extra]:-}" ] || missing="yes"
+  [ -f "$STAMP" ] && grep -qx "$extra" "$STAMP" || missing="yes"
   wanted["$extra"]=1
 done
 if [ ! -f "$STAMP" ] || [ -n "$missing" ]; then

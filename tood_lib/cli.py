@@ -144,12 +144,18 @@ def _ablations(args) -> None:
             print(f"{row['experiment']:28s} {row['description']:55s} {row['tables']}")
 
 
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _eval(args) -> None:
     from tood_lib.api import load_model
     from tood_lib.data.coco import CocoDetection, find_coco_root
     from tood_lib.engine.inference import evaluate_dataset
 
-    model, cfg = load_model(args.checkpoint, args.preset, args.device or "cpu")
+    model, cfg = load_model(args.checkpoint, args.preset, args.device or _default_device())
     root = find_coco_root(args.data_root)
     dataset = CocoDetection(root, args.split, cfg.data, train=False)
     result = evaluate_dataset(model, dataset, out_dir=args.out)
@@ -166,7 +172,7 @@ def _predict(args) -> None:
     from tood_lib.analysis.plots import draw_detections
     from tood_lib.api import Detector
 
-    detector = Detector.from_checkpoint(args.checkpoint, args.preset, device=args.device or "cpu")
+    detector = Detector.from_checkpoint(args.checkpoint, args.preset, device=args.device or _default_device())
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in args.images:
@@ -196,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     qs.add_argument("--out", default=None, help="run folder (default runs/quickstart)")
     qs.add_argument("--set", nargs="*", metavar="SECTION.FIELD=VALUE", help="config overrides")
     qs.add_argument("--fresh", action="store_true", help="do not resume an earlier quickstart run")
+    qs.add_argument("--smoke", action="store_true",
+                    help="the short mode: the same steps on a few dozen training steps (about a minute); "
+                         "run folder runs/quickstart_smoke, figures in it")
+    qs.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+                    help="auto: bf16 autocast where the CPU has bf16 kernels, else fp32; off: fp32 everywhere")
     fg = sub.add_parser("figures", help="run the notebooks in place (with outputs) and rewrite figures/")
     fg.add_argument("--only", nargs="*", metavar="NN", help="only the notebooks whose names start with these, e.g. 01 02")
     fg.add_argument("--no-browser", action="store_true", help="skip the browser screenshot of the explorer")
@@ -236,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--data-root", default=None)
     ev.add_argument("--split", default="val")
     ev.add_argument("--out", default=None, help="folder for the detections JSON and tables")
-    ev.add_argument("--device", default=None)
+    ev.add_argument("--device", default=None, help="default: cuda when there is a GPU, else cpu")
     pr = sub.add_parser("predict", help="draw a checkpoint's detections on images")
     pr.add_argument("--checkpoint", required=True)
     pr.add_argument("--preset", default=None)
@@ -258,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             demo(args.preset, args.seed)
         elif args.command == "quickstart":
-            from tood_lib.quickstart import REPO_ROOT, run_quickstart
+            from tood_lib.quickstart import run_quickstart
 
-            run_quickstart(args.out or REPO_ROOT / "runs" / "quickstart", overrides=args.set, resume=not args.fresh)
+            run_quickstart(args.out, overrides=args.set, resume=not args.fresh, amp=args.amp, smoke=args.smoke)
         elif args.command == "figures":
             from tood_lib.notebook_runner import regenerate_figures
 

@@ -50,12 +50,6 @@ def workbook_config():
     return apply_overrides(get_preset("tood_small"), WORKBOOK_OVERRIDES)
 
 
-def _amp_for_cpu() -> str:
-    if torch.cuda.is_available():
-        return "auto"
-    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "off"
-
-
 def workbook_run(run_dir: str | Path | None = None, progress: bool = True) -> Path:
     """The run folder the notebooks read (see the module docstring for the order of choice).
 
@@ -84,6 +78,7 @@ def workbook_run(run_dir: str | Path | None = None, progress: bool = True) -> Pa
             return WORKBOOK_RUN
         from tood_lib.data.builtin import build_builtin_dataset
         from tood_lib.engine.trainer import Trainer
+        from tood_lib.quickstart import cpu_amp
 
         root = build_builtin_dataset()
         print(f"[workbook] training the notebooks' model once: {cfg.name}, {cfg.train.epochs} short epochs on the "
@@ -92,7 +87,7 @@ def workbook_run(run_dir: str | Path | None = None, progress: bool = True) -> Pa
             for old in run_checkpoints(WORKBOOK_RUN).values():
                 old.unlink()
             (WORKBOOK_RUN / "last.pth").unlink(missing_ok=True)
-        trainer = Trainer(cfg, root, WORKBOOK_RUN, amp=_amp_for_cpu(), evaluate_at_end=False, progress=progress)
+        trainer = Trainer(cfg, root, WORKBOOK_RUN, amp=cpu_amp(), evaluate_at_end=False, progress=progress)
         if same:
             trainer.resume()
         trainer.fit()

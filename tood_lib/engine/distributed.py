@@ -10,9 +10,10 @@ import torch.distributed as dist
 def init_distributed(device_type: str) -> tuple[int, int, int]:
     """Join the process group torchrun describes (env RANK/WORLD_SIZE/LOCAL_RANK) -> (rank, world, local_rank).
 
-    Without those variables, returns (0, 1, 0) and starts nothing.
+    Without those variables (a plain ``python``), returns (0, 1, 0) and starts nothing. Under torchrun
+    the group is made even for one process, so that a 1-process run takes the DDP/NCCL path too.
     """
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
         return 0, 1, 0
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if not dist.is_initialized():

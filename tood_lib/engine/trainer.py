@@ -32,6 +32,7 @@ from tood_lib.config import Config, build_model
 from tood_lib.engine.checkpoint import save_checkpoint
 from tood_lib.engine.distributed import all_reduce_flag, barrier, init_distributed
 from tood_lib.engine.schedule import scaled_schedule
+from tood_lib.engine.speed import prepare_batch, prepare_model
 from tood_lib.model.detector import TOOD, total_loss
 
 
@@ -102,7 +103,8 @@ class Trainer:
         self.cfg, self.out_dir = cfg, Path(out_dir)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.rank, self.world, local_rank = init_distributed(self.device.type)
-        if self.device.type == "cuda" and self.world > 1:
+        self.distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if self.device.type == "cuda" and self.distributed:
             self.device = torch.device("cuda", local_rank)
         self.seed, self.num_workers, self.accumulate = seed, num_workers, accumulate
         self.checkpoint_every, self.max_steps, self.callbacks = checkpoint_every, max_steps, list(callbacks)
@@ -128,12 +130,16 @@ class Trainer:
                              f"{cfg.name} has {cfg.model.num_classes}; override model.num_classes={num_classes}")
 
         load = bool(cfg.model.backbone_weights) if load_backbone_weights is None else load_backbone_weights
-        self.model = build_model(cfg, load_backbone_weights=load and self.rank == 0).to(self.device)
-        if self.world > 1:  # rank 0 may have loaded ImageNet weights: everyone starts from its copy
+        self.model = prepare_model(build_model(cfg, load_backbone_weights=load and self.rank == 0).to(self.device),
+                                   self.device, self.distributed)
+        if self.distributed:  # rank 0 may have loaded ImageNet weights: everyone starts from its copy
             for tensor in self.model.state_dict().values():
                 torch.distributed.broadcast(tensor, src=0)
         self.loss_module = _LossModule(self.model)
-        if self.world > 1:
+        if self.distributed:
+            if self.is_main:
+                print(f"[train] process group: {torch.distributed.get_backend()}, {self.world} process"
+                      f"{'es' if self.world > 1 else ''} (DistributedDataParallel)", flush=True)
             self.loss_module = DistributedDataParallel(
                 self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -278,8 +284,8 @@ class Trainer:
             logged: dict[str, float] = {}
             for micro in range(self.accumulate):
                 batch, _ = next(loader)
-                batch = batch.to(self.device)
-                sync = nullcontext() if micro == self.accumulate - 1 or self.world == 1 else self.loss_module.no_sync()
+                batch = prepare_batch(batch.to(self.device), self.device, self.distributed)
+                sync = nullcontext() if micro == self.accumulate - 1 or not self.distributed else self.loss_module.no_sync()
                 with sync:
                     with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                         enabled=self.amp_dtype is not None):
