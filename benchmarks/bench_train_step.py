@@ -9,8 +9,7 @@
         --baseline /tmp/tood_before --rounds 3
 
 One step = forward + assignment + losses + backward + SGD update on a fixed synthetic batch (the
-built-in scene generator), prepared the way the Trainer prepares its model and batches
-(``tood_lib.engine.speed``, where the checkout has it), timed after warm-up steps. Prints the median
+built-in scene generator), timed after warm-up steps. Prints the median
 step time, images/s and peak memory (CUDA: torch.cuda.max_memory_allocated; CPU: the peak resident
 set size of the process, which includes PyTorch itself).
 
@@ -52,15 +51,6 @@ def synthetic_batch(batch: int, size: tuple[int, int], num_classes: int, cfg):
     return make_batch(images, boxes, labels)
 
 
-def _prepare(model, batch, device):
-    """The Trainer's own preparation of model and batch, where this checkout of tood_lib has one."""
-    try:
-        from tood_lib.engine.speed import prepare_batch, prepare_model
-    except ImportError:  # an older checkout: plain model, plain batch
-        return model, batch
-    return prepare_model(model, device), prepare_batch(batch, device)
-
-
 def build(args, device):
     from tood_lib.config import build_model, get_preset
 
@@ -68,7 +58,7 @@ def build(args, device):
     cfg = get_preset(args.preset)
     model = build_model(cfg).to(device).train()
     batch = synthetic_batch(args.batch, tuple(args.size), cfg.model.num_classes, cfg).to(device)
-    return _prepare(model, batch, device)
+    return model, batch
 
 
 def time_steps(args) -> dict:
@@ -133,6 +123,27 @@ def _child(code_root: Path, argv: list[str]) -> str:
     return done.stdout
 
 
+def numerical_check(codes: dict[str, Path], argv: list[str]) -> dict:
+    """One fp32 step of each checkout on the same init and batch -> how far losses and gradients differ."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for name, root in codes.items():
+            files[name] = Path(tmp) / f"{name}.pt"
+            _child(root, argv + ["--amp", "off", "--child-grads", str(files[name])])
+        before, after = (torch.load(files[n]) for n in ("before", "after"))
+    loss_diff = max(abs(float(before["losses"][k] - after["losses"][k])) for k in before["losses"])
+    names = sorted(set(before["grads"]) & set(after["grads"]))
+    worst, worst_name = 0.0, None
+    for n in names:
+        g0, g1 = before["grads"][n], after["grads"][n]
+        rel = float((g0 - g1).abs().max() / g0.abs().max().clamp(min=1e-12))
+        if rel > worst:
+            worst, worst_name = rel, n
+    return dict(epoch=int(argv[argv.index("--epoch") + 1]), loss_max_abs_diff=loss_diff, gradients=len(names),
+                grad_max_rel_diff=worst, grad_worst=worst_name,
+                unmatched=sorted(set(before["grads"]) ^ set(after["grads"])))
+
+
 def compare(args) -> None:
     """Before (--baseline) and after (this checkout), side by side, then the numerical check."""
     common = ["--preset", args.preset, "--batch", str(args.batch), "--size", *map(str, args.size),
@@ -164,29 +175,21 @@ def compare(args) -> None:
         table.append(dict(amp=amp, before_images_per_s=before, after_images_per_s=after, speedup=after / before,
                           before_peak_gib=mem_b, after_peak_gib=mem_a))
 
-    with tempfile.TemporaryDirectory() as tmp:
-        files = {}
-        for name, root in codes.items():
-            files[name] = Path(tmp) / f"{name}.pt"
-            _child(root, common + ["--amp", "off", "--child-grads", str(files[name])])
-        before, after = (torch.load(files[n]) for n in ("before", "after"))
-    loss_diff = max(abs(float(before["losses"][k] - after["losses"][k])) for k in before["losses"])
-    names = sorted(set(before["grads"]) & set(after["grads"]))
-    missing = sorted(set(before["grads"]) ^ set(after["grads"]))
-    worst, worst_name = 0.0, None
-    for n in names:
-        g0, g1 = before["grads"][n], after["grads"][n]
-        rel = float((g0 - g1).abs().max() / g0.abs().max().clamp(min=1e-12))
-        if rel > worst:
-            worst, worst_name = rel, n
-    print(f"\nnumerical check (fp32, one step, same init and batch): losses differ by at most {loss_diff:.2e}; "
-          f"{len(names)} gradients, the largest difference relative to the tensor's largest entry is "
-          f"{worst:.2e} ({worst_name}); parameters without a counterpart: {missing or 'none'}")
+    checks = []
+    for epoch in sorted({0, args.epoch}):  # the ATSS warm-up (fixed assignment) and the phase benchmarked
+        argv = list(common)
+        argv[argv.index("--epoch") + 1] = str(epoch)
+        checks.append(numerical_check(codes, argv))
+        c = checks[-1]
+        print(f"\nnumerical check, epoch {epoch} ({'ATSS warm-up' if epoch == 0 else 'the benchmarked phase'}; fp32, "
+              f"one step, same init and batch): losses differ by at most {c['loss_max_abs_diff']:.2e}; "
+              f"{c['gradients']} gradients, the largest difference relative to its tensor's largest entry is "
+              f"{c['grad_max_rel_diff']:.2e} ({c['grad_worst']}); parameters without a counterpart: "
+              f"{c['unmatched'] or 'none'}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(table=table, rounds={f"{k[0]}_{k[1]}": v for k, v in results.items()},
-                           loss_max_abs_diff=loss_diff, grad_max_rel_diff=worst, grad_worst=worst_name,
-                           unmatched=missing), f, indent=2)
+                           numerical_checks=checks), f, indent=2)
 
 
 def main() -> None:

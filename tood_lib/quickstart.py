@@ -33,7 +33,7 @@ def cpu_amp(amp: str = "auto") -> str:
 
 
 def run_quickstart(out_dir: str | Path | None = None, figures_dir: str | Path | None = None,
-                   overrides: list[str] | None = None, resume: bool = True, num_workers: int = 1, seed: int = 0,
+                   overrides: list[str] | None = None, resume: bool = True, num_workers: int = 0, seed: int = 0,
                    amp: str = "auto", smoke: bool = False) -> float:
     """Train ``tood_small`` on the built-in data and evaluate it; returns the box AP.
 

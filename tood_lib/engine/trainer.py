@@ -32,7 +32,6 @@ from tood_lib.config import Config, build_model
 from tood_lib.engine.checkpoint import save_checkpoint
 from tood_lib.engine.distributed import all_reduce_flag, barrier, init_distributed
 from tood_lib.engine.schedule import scaled_schedule
-from tood_lib.engine.speed import prepare_batch, prepare_model
 from tood_lib.model.detector import TOOD, total_loss
 
 
@@ -130,8 +129,7 @@ class Trainer:
                              f"{cfg.name} has {cfg.model.num_classes}; override model.num_classes={num_classes}")
 
         load = bool(cfg.model.backbone_weights) if load_backbone_weights is None else load_backbone_weights
-        self.model = prepare_model(build_model(cfg, load_backbone_weights=load and self.rank == 0).to(self.device),
-                                   self.device, self.distributed)
+        self.model = build_model(cfg, load_backbone_weights=load and self.rank == 0).to(self.device)
         if self.distributed:  # rank 0 may have loaded ImageNet weights: everyone starts from its copy
             for tensor in self.model.state_dict().values():
                 torch.distributed.broadcast(tensor, src=0)
@@ -284,7 +282,7 @@ class Trainer:
             logged: dict[str, float] = {}
             for micro in range(self.accumulate):
                 batch, _ = next(loader)
-                batch = prepare_batch(batch.to(self.device), self.device, self.distributed)
+                batch = batch.to(self.device)
                 sync = nullcontext() if micro == self.accumulate - 1 or not self.distributed else self.loss_module.no_sync()
                 with sync:
                     with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
