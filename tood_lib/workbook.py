@@ -2,7 +2,7 @@
 
 Every notebook starts from :func:`workbook_run`, the run folder of a trained ``tood_small`` on the
 built-in data. It is, in this order: the folder named by ``$TOOD_WORKBOOK_RUN``; the README's main
-command's run (``runs/quickstart``, 14 epochs) once that has finished; or else a short run of 200
+command's run (``runs/quickstart``, 10 epochs) once that has finished; or else a short run of 200
 steps that the first notebook trains (a few minutes on 2 CPU cores, then reused from ``runs/``), so
 the series runs top to bottom on any laptop and in CI without a manual step. Its epoch
 checkpoints let the notebooks compare the model at different stages of training (the first epoch
