@@ -57,3 +57,19 @@ def test_unknown_backbone_depth_is_a_clear_error():
     cfg.model.depth = 77
     with pytest.raises(ValueError, match="got 77"):
         build_model(cfg)
+
+
+def test_overrides_parse_by_the_declared_type_optional_fields_and_tuples_included():
+    cfg = apply_overrides(get_preset("tood_small"), [
+        "data.train_images=400", "data.multiscale_short=96,128", "train.lr_steps=3", "model.backbone_weights=w.pth",
+        "tal.max_iou_thresholds=0.5,0.4"])
+    assert cfg.data.train_images == 400 and cfg.data.multiscale_short == (96, 128) and cfg.train.lr_steps == (3,)
+    assert cfg.model.backbone_weights == "w.pth" and cfg.tal.max_iou_thresholds == (0.5, 0.4)
+    assert apply_overrides(get_preset("tood_small"), ["data.multiscale_short=none"]).data.multiscale_short is None
+    # wrong values fail when parsed, naming the override and what was expected
+    for bad, expected in [("data.train_images=ten", "expected an integer, got 'ten'"),
+                          ("data.multiscale_short=96", "expected 2 comma-separated values, got 1"),
+                          ("data.img_scale=1,2,3", "expected 2 comma-separated values, got 3"),
+                          ("train.lr=fast", "expected a number"), ("model.norm_eval=maybe", "expected true/false")]:
+        with pytest.raises(ValueError, match=f"override '{bad.split('=')[0]}=.*{expected}"):
+            apply_overrides(get_preset("tood_small"), [bad])

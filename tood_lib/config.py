@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
+import types
+import typing
 from dataclasses import dataclass, field
 
 SUPPORTED_DEPTHS = (18, 34, 50, 101)
@@ -247,24 +248,41 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def _parse_value(text: str, current):
-    if isinstance(current, bool):
+def _parse_value(text: str, kind) -> object:
+    """Parse an override's text by the field's declared type (``int``, ``float``, ``bool``, ``str``,
+    ``X | None``, ``tuple[X, Y]`` of fixed length or ``tuple[X, ...]``); ValueError says what was expected."""
+    args = typing.get_args(kind)
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        if type(None) in args and text.strip().lower() == "none":
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _parse_value(text, inner)
+    if typing.get_origin(kind) is tuple:
+        parts = [p.strip() for p in text.strip("()[] ").split(",") if p.strip()]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_parse_value(p, args[0]) for p in parts)
+        if len(parts) != len(args):
+            raise ValueError(f"expected {len(args)} comma-separated values, got {len(parts)} ({text!r})")
+        return tuple(_parse_value(p, a) for p, a in zip(parts, args))
+    if kind is bool:
         if text.lower() in ("1", "true", "yes"):
             return True
         if text.lower() in ("0", "false", "no"):
             return False
         raise ValueError(f"expected true/false, got {text!r}")
-    if current is None or isinstance(current, str):
-        if text.lower() == "none":
-            return None
-        if current is None and re.fullmatch(r"[+-]?\d+", text):
-            return int(text)  # an optional count, e.g. data.train_images=400
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+    if kind is str:
         return text
-    if isinstance(current, tuple):
-        parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
-        kind = type(current[0]) if current else float
-        return tuple(_parse_value(p.strip(), kind()) for p in parts)
-    return type(current)(text)
+    raise ValueError(f"cannot parse a value of type {kind}")
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
@@ -278,9 +296,9 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         if section is None or not dataclasses.is_dataclass(section) or not hasattr(section, field_name):
             sections = [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
             raise ValueError(f"override {item!r}: unknown field; sections are {sections}")
-        current = getattr(section, field_name)
+        kind = typing.get_type_hints(type(section))[field_name]
         try:
-            setattr(section, field_name, _parse_value(text.strip(), current))
+            setattr(section, field_name, _parse_value(text.strip(), kind))
         except ValueError as err:
             raise ValueError(f"override {item!r}: {err}") from None
     return validate(cfg)
