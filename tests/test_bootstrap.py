@@ -41,10 +41,18 @@ def bootstrap(root: Path, extras: str) -> str:
     return done.stdout
 
 
-@pytest.mark.slow
-def test_bootstrap_from_nothing_with_no_extras_then_more_extras_then_none(tmp_path):
+@pytest.fixture
+def repo_copy(tmp_path):
+    """A copy of the tracked files; removed afterwards, since its venv holds several GB (torch)."""
     root = tmp_path / "repo"
     copy_tracked_files(root)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_bootstrap_from_nothing_with_no_extras_then_more_extras_then_none(repo_copy, tmp_path):
+    root = repo_copy
     assert not (root / ".venv").exists()
 
     first = bootstrap(root, "")  # what `bash scripts/main.sh` does first on a fresh clone
