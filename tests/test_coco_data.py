@@ -3,7 +3,6 @@ import hashlib
 import http.server
 import importlib.util
 import json
-import logging
 import threading
 from pathlib import Path
 
@@ -168,20 +167,22 @@ def test_labels_follow_sorted_category_ids(tmp_path):
     assert [ds.ground_truth(i)[1].tolist() for i in range(3)] == [[1], [0], [1]]
 
 
-def test_degenerate_boxes_are_skipped_and_counted(tmp_path, caplog):
+def test_degenerate_boxes_are_skipped_and_counted(tmp_path, capsys):
     write_coco(tmp_path, boxes=[(1, [5, 5, 0, 10], 1), (1, [5, 5, 20, 10], 1), (2, [5, 5, 10, 0.5], 1),
                                 (3, [float("nan"), 5, 10, 10], 1), (3, [70, 5, 10, 10], 1)])
-    with caplog.at_level(logging.WARNING):
-        ds = CocoDetection(tmp_path, "train", DataConfig(img_scale=(60, 40), flip_prob=0.0), train=True)
+    ds = CocoDetection(tmp_path, "train", DataConfig(img_scale=(60, 40), flip_prob=0.0), train=True)
     assert ds.stats["degenerate"] == 4 and ds.stats["empty_images_dropped"] == 2 and len(ds) == 1
-    assert "skipped 4 degenerate boxes" in caplog.text
+    printed = capsys.readouterr().out
+    for defect in ("empty box (w or h <= 0)", "thin box (w or h < 1 px)", "malformed or non-finite box",
+                   "box outside its image", "training image without boxes"):
+        assert defect in printed
     assert ds[0]["boxes"].tolist() == [[5.0, 5.0, 25.0, 15.0]]
     keep = CocoDetection(tmp_path, "train", DataConfig(img_scale=(60, 40)), train=True, drop_empty=False)
     assert len(keep) == 3 and len(keep[1]["boxes"]) == 0
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_unreadable_image_is_skipped_with_a_warning(tmp_path, caplog, damage):
+def test_unreadable_image_is_left_out_with_a_count_naming_it(tmp_path, capsys, damage):
     write_coco(tmp_path, images=3)
     bad = tmp_path / "train2017" / "000000000002.png"
     if damage == "garbage":
@@ -190,33 +191,28 @@ def test_unreadable_image_is_skipped_with_a_warning(tmp_path, caplog, damage):
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(bad)
         bad.write_bytes(bad.read_bytes()[:300])
     ds = CocoDetection(tmp_path, "train", DataConfig(img_scale=(60, 40)), train=False)
-    with caplog.at_level(logging.WARNING):
-        item = ds[1]
-    assert item["image_id"] == 3 and item["file_name"] == "000000000003.png"  # the next readable image
-    assert ds.stats["unreadable_images"] == 1 and str(bad) in caplog.text
-    assert ds[1]["image_id"] == 3 and ds.stats["unreadable_images"] == 1  # same answer, counted once
-    assert ds.find_unreadable() == ["000000000002.png"]
+    assert ds.image_ids == [1, 3] and ds[1]["image_id"] == 3 and ds[1]["file_name"] == "000000000003.png"
+    assert ds.stats["unreadable_images"] == 1 and str(bad) in capsys.readouterr().out
 
 
-def test_unreadable_jpg_with_garbage_bytes(tmp_path, caplog):
+def test_unreadable_jpg_with_garbage_bytes(tmp_path, capsys):
     write_coco(tmp_path, images=2)
     data = json.loads((tmp_path / "annotations" / "instances_train2017.json").read_text())
     data["images"][0]["file_name"] = "broken.jpg"
     (tmp_path / "annotations" / "instances_train2017.json").write_text(json.dumps(data))
     (tmp_path / "train2017" / "broken.jpg").write_bytes(bytes(range(256)) * 4)
     ds = CocoDetection(tmp_path, "train", DataConfig(img_scale=(60, 40)), train=False)
-    with caplog.at_level(logging.WARNING):
-        assert ds[0]["image_id"] == 2
-    assert "broken.jpg" in caplog.text and ds.stats["unreadable_images"] == 1
+    assert ds.image_ids == [2] and ds[0]["image_id"] == 2
+    assert "broken.jpg" in capsys.readouterr().out and ds.stats["unreadable_images"] == 1
 
 
 def test_all_images_unreadable_raises(tmp_path):
     write_coco(tmp_path, images=2)
     for f in (tmp_path / "train2017").iterdir():
         f.write_bytes(b"xx")
-    ds = CocoDetection(tmp_path, "train", DataConfig(), train=False)
-    with pytest.raises(RuntimeError, match="none of the 2 images"):
-        ds[0]
+    with pytest.raises(AnnotationFormatError, match="no usable images") as err:
+        CocoDetection(tmp_path, "train", DataConfig(), train=False)
+    assert "unreadable image file  2" in str(err.value)
 
 
 def test_find_coco_root_order(tmp_path, monkeypatch):

@@ -30,10 +30,14 @@ def config_from_dict(d: dict) -> Config:
 
 
 def load_model(checkpoint: str | Path, preset: str | None = None, device: str = "cpu"):
-    """A model with its weights from our checkpoint or an official one -> (model in eval mode, Config)."""
+    """A model with its weights from our checkpoint or an official one -> (model in eval mode, Config).
+
+    ``model.categories`` holds the training data's categories when the checkpoint records them."""
     from tood_lib.engine.official_checkpoint import load_official_checkpoint
 
     path = Path(checkpoint)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected a checkpoint file (e.g. {path / 'last.pth'})")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -44,6 +48,7 @@ def load_model(checkpoint: str | Path, preset: str | None = None, device: str = 
         cfg = config_from_dict(raw["config"])
         model = build_model(cfg)
         model.load_state_dict(raw["model"])
+        model.categories = raw.get("categories")
     else:
         cfg = get_preset(preset or "tood_r50_fpn_1x_coco")
         model = build_model(cfg)
@@ -56,7 +61,8 @@ class Detector:
 
     def __init__(self, model, cfg: Config, class_names: list[str] | None = None):
         self.model, self.cfg = model, cfg
-        self.class_names = class_names or [str(i) for i in range(cfg.model.num_classes)]
+        known = [c["name"] for c in model.categories] if getattr(model, "categories", None) else None
+        self.class_names = class_names or known or [str(i) for i in range(cfg.model.num_classes)]
 
     @classmethod
     def from_checkpoint(cls, checkpoint, preset: str | None = None, class_names=None, device: str = "cpu"):

@@ -144,6 +144,31 @@ def _ablations(args) -> None:
             print(f"{row['experiment']:28s} {row['description']:55s} {row['tables']}")
 
 
+def _check_data(args) -> int:
+    """Check every split of a COCO-format folder; exit 1 when any has a problem that stops training."""
+    from tood_lib.data.builtin import build_builtin_dataset
+    from tood_lib.data.check import POLICIES, check_split
+    from tood_lib.data.coco import find_coco_root
+
+    root = build_builtin_dataset() if args.data_root == "builtin" else find_coco_root(args.data_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data root not found: {root}")
+    stops = 0
+    for split in args.splits:
+        report = check_split(root, split, check_images=not args.no_images)
+        print(f"[{split}] {report.table(max_examples=args.examples)}")
+        stops += len(report.stops)
+    if args.policies:
+        print("\npolicies:")
+        for defect, (policy, what) in POLICIES.items():
+            print(f"  {defect:44s} {policy:7s} {what}")
+    if stops:
+        print(f"error: {stops} problem(s) with policy 'stop': training and evaluation refuse this data "
+              "until the annotation file is fixed", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _default_device() -> str:
     import torch
 
@@ -164,7 +189,9 @@ def _eval(args) -> None:
     print(f"box AP: {result.box_ap:.3f}")
 
 
-def _predict(args) -> None:
+def _predict(args) -> int:
+    """Draw detections on each image; a bad image is reported by name and skipped, and the exit
+    status is 1 when any failed."""
     from pathlib import Path
 
     from PIL import Image
@@ -175,13 +202,28 @@ def _predict(args) -> None:
     detector = Detector.from_checkpoint(args.checkpoint, args.preset, device=args.device or _default_device())
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    failed = []
     for path in args.images:
-        image = Image.open(path).convert("RGB")
+        try:
+            if Path(path).is_dir():
+                raise IsADirectoryError("is a folder, not an image")
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")  # the full decode: truncated files fail here
+        except (OSError, SyntaxError, ValueError) as err:  # missing, folder, not an image, truncated
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            print(f"error: {path}: cannot read it as an image ({type(err).__name__}: {reason})", file=sys.stderr)
+            failed.append(path)
+            continue
         det = detector(image, score_thr=args.score_thr)
         drawn = draw_detections(image, det["boxes"], det["labels"], det["scores"], detector.class_names)
         target = out_dir / f"{Path(path).stem}_detections.png"
         drawn.save(target)
         print(f"{path}: {len(det['boxes'])} detections -> {target}")
+    if failed:
+        print(f"error: {len(failed)} of {len(args.images)} images could not be read: {', '.join(map(str, failed))}",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("--backbone", default=None, help="the pretrained CPU-scale backbone (default: made once, in runs/ablations)")
     ab.add_argument("--analysis-images", type=int, default=100, help="val images behind each time-lapse point")
     ab.add_argument("--all", action="store_true", help="run: also the experiments beyond the paper's tables (m, T-Head parts)")
+    cd = sub.add_parser("check-data", help="check a COCO-format data set: ids, categories, boxes, image files")
+    cd.add_argument("--data-root", default=None, help="a COCO-format folder, or 'builtin' (default: $COCO_ROOT or data/coco)")
+    cd.add_argument("--splits", nargs="+", default=["train", "val"], choices=("train", "val"))
+    cd.add_argument("--no-images", action="store_true", help="check the annotation files only (do not decode the images)")
+    cd.add_argument("--policies", action="store_true", help="also print every check and its policy")
+    cd.add_argument("--examples", type=int, default=20, help="examples shown per problem (default 20)")
     ev = sub.add_parser("eval", help="COCO evaluation of a checkpoint (ours or official)")
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--preset", default=None, help="the preset of an official checkpoint")
@@ -280,10 +328,12 @@ def main(argv: list[str] | None = None) -> int:
             _train(args)
         elif args.command == "ablations":
             _ablations(args)
+        elif args.command == "check-data":
+            return _check_data(args)
         elif args.command == "eval":
             _eval(args)
         elif args.command == "predict":
-            _predict(args)
+            return _predict(args)
     except (ValueError, FileNotFoundError, PretrainedWeightsUnavailable, TrainingDiverged) as err:
         # bad input, missing data or weights, a diverged run: say what happened, no traceback
         print(f"error: {err}", file=sys.stderr)

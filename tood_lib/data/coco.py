@@ -3,13 +3,17 @@
 Reads ``<root>/annotations/instances_{split}2017.json`` and ``<root>/{split}2017/<file_name>``: the
 full COCO 2017 release, COCO Tiny, and the built-in data set all have this layout.
 
-Targets, as MMDetection's ``CocoDataset`` builds them:
+Every split is checked first (``tood_lib.data.check``: ids, categories, boxes, and every image file
+decoded once), and the repaired annotations it returns are both the training targets and the
+evaluation ground truth. Targets, as MMDetection's ``CocoDataset`` builds them:
 
 - labels are contiguous 0..K-1 in the order of the sorted COCO category ids (``cat_ids`` maps back);
 - crowd annotations (``iscrowd=1``) are not targets (COCOeval treats them as "ignore" regions);
-- boxes are converted from COCO's (x, y, w, h) to (x1, y1, x2, y2); a box that is not finite, has
-  w < 1 or h < 1, has area <= 0 or lies outside its image is skipped and counted;
-- for training, images left without boxes are dropped (``drop_empty`` defaults to ``train``).
+- boxes are converted from COCO's (x, y, w, h) to (x1, y1, x2, y2); boxes partly outside the image
+  are clipped, non-finite, empty and outside boxes are dropped, boxes thinner than 1 px are not
+  trained on; each is counted and printed with the check's table;
+- images that are missing, unreadable, or whose decoded size differs from the JSON's are left out
+  (counted); for training, images left without boxes are dropped too (``drop_empty`` defaults to ``train``).
 
 Augmentation randomness is drawn from ``np.random.default_rng([seed, epoch, image_id])``: the same
 (seed, epoch, image) always gets the same scale and flip, whatever the worker, the batch order, or
@@ -18,18 +22,15 @@ stable when images are dropped. Call ``set_epoch(epoch)`` before each epoch; wit
 this works as long as ``persistent_workers=False`` (the default), since workers then copy the
 dataset afresh each epoch.
 
-Unreadable images (garbage or truncated files) are handled lazily and deterministically: loading
-one logs a warning naming the file, counts it in ``stats["unreadable_images"]``, and returns the
-next readable image in list order instead (with that image's own augmentation), so a long run
-never dies, and never silently, on one bad file. ``find_unreadable()`` checks all files up front.
+An image that fails to load later (a file changed after the check) raises ``UnreadableImageError``
+naming the file: an item is never replaced by another image, so a detection is never scored
+under the wrong image id.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import json
-import logging
-import math
 import os
 from pathlib import Path
 
@@ -42,8 +43,6 @@ from torch import Tensor
 from tood_lib.batch import Batch, make_batch
 from tood_lib.config import DataConfig
 from tood_lib.data.transforms import resize_and_normalize, to_tensor_image
-
-logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ("train", "val")
@@ -81,12 +80,18 @@ def _missing_root_message(root: Path) -> str:
             "  python -c 'from tood_lib.data.builtin import build_builtin_dataset; print(build_builtin_dataset())'")
 
 
-def load_coco_annotations(path: Path) -> COCO:
-    """Parse and check a COCO instances file; -> an indexed pycocotools COCO object.
+class UnreadableImageError(ValueError):
+    """An image file could not be read, or is not the size its annotation says, when it was loaded."""
+
+
+def read_coco_json(path: Path) -> dict:
+    """Parse a COCO instances file and check its shape; -> the dict.
 
     Raises DataNotFoundError for a missing file and AnnotationFormatError for an empty file,
     invalid JSON, or JSON without the "images", "annotations" and "categories" lists.
     """
+    if path.is_dir():
+        raise AnnotationFormatError(f"annotation file {path} is a folder; expected a COCO instances .json file")
     if not path.is_file():
         raise DataNotFoundError(f"annotation file not found: expected {path}")
     text = path.read_text()
@@ -104,11 +109,20 @@ def load_coco_annotations(path: Path) -> COCO:
                                     f"it has no {', '.join(repr(k) for k in missing)} list")
     if not data["categories"]:
         raise AnnotationFormatError(f"annotation file {path} has no categories")
+    return data
+
+
+def load_coco_annotations(path: Path) -> COCO:
+    """``read_coco_json`` as an indexed pycocotools COCO object (unchecked beyond its shape)."""
     coco = COCO()
-    coco.dataset = data
+    coco.dataset = read_coco_json(path)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
         coco.createIndex()
     return coco
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 class CocoDetection(torch.utils.data.Dataset):
@@ -128,7 +142,10 @@ class CocoDetection(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | Path, split: str = "train", data_cfg: DataConfig | None = None,
-                 train: bool = True, drop_empty: bool | None = None, seed: int = 0, max_images: int | None = None):
+                 train: bool = True, drop_empty: bool | None = None, seed: int = 0, max_images: int | None = None,
+                 check_images: bool = True, verbose: bool = True):
+        from tood_lib.data.check import check_split
+
         root = Path(root)
         if split not in SPLITS:
             raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
@@ -138,61 +155,52 @@ class CocoDetection(torch.utils.data.Dataset):
         self.data_cfg = data_cfg if data_cfg is not None else DataConfig()
         self.image_dir = root / f"{split}2017"
         self.annotation_file = root / "annotations" / f"instances_{split}2017.json"
-        self.coco = load_coco_annotations(self.annotation_file)
+        if not self.annotation_file.exists():
+            raise DataNotFoundError(f"annotation file not found: expected {self.annotation_file}")
         if not self.image_dir.is_dir():
             raise DataNotFoundError(f"image folder not found: expected {self.image_dir} "
                                     f"(the images of {self.annotation_file.name})")
+        # every id, box and image file checked once; stop on what cannot be used, count the rest
+        drop_empty = train if drop_empty is None else drop_empty
+        self.report = check_split(root, split, check_images=check_images, progress=verbose, drop_empty=drop_empty)
+        self.report.raise_for_stop()
+        self.coco = self.report.coco  # the repaired annotations: the evaluation ground truth too
         self.cat_ids = sorted(self.coco.getCatIds())
         self.class_names = [self.coco.cats[c]["name"] for c in self.cat_ids]
         self._label_of = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
         self.epoch = 0
-        self.stats = {"images": 0, "annotations": 0, "crowd": 0, "degenerate": 0,
-                      "empty_images_dropped": 0, "unreadable_images": 0}
-        self._unreadable: set[int] = set()
 
-        drop_empty = train if drop_empty is None else drop_empty
-        self.image_ids, self._targets = [], []
-        for image_id in sorted(self.coco.getImgIds()):
-            boxes, labels = self._parse_annotations(image_id)
-            if drop_empty and len(boxes) == 0:
-                self.stats["empty_images_dropped"] += 1
-                continue
-            self.image_ids.append(image_id)
-            self._targets.append((boxes, labels))
+        self.image_ids = list(self.report.usable_image_ids)
+        self._targets = [self._parse_annotations(image_id) for image_id in self.image_ids]
         if max_images is not None:  # the first N usable images, by id: a fixed subset for quick runs
             if max_images < 1:
                 raise ValueError(f"max_images: expected a positive count or None, got {max_images}")
             self.image_ids, self._targets = self.image_ids[:max_images], self._targets[:max_images]
-        self.stats["images"] = len(self.image_ids)
-        if self.stats["degenerate"]:
-            logger.warning("%s: skipped %d degenerate boxes (not finite, w < 1, h < 1, area <= 0, "
-                           "or outside the image)", self.annotation_file, self.stats["degenerate"])
+        count = self.report.count
+        self.stats = {"images": len(self.image_ids), "annotations": sum(len(t[1]) for t in self._targets),
+                      "crowd": count("crowd annotation"),
+                      "degenerate": sum(count(d) for d in ("malformed or non-finite box", "empty box (w or h <= 0)",
+                                                           "box outside its image", "thin box (w or h < 1 px)")),
+                      "clipped": count("box partly outside its image"),
+                      "empty_images_dropped": count("training image without boxes"),
+                      "unreadable_images": count("missing image file") + count("unreadable image file"),
+                      "size_mismatch_images": count("decoded size differs from the JSON")}
+        if verbose and _is_main_process() and any(f.policy != "ignore" for f in self.report.findings.values()):
+            print(f"[data] {self.split} split:\n{self.report.table()}", flush=True)
         if not self.image_ids:
             raise AnnotationFormatError(f"{self.annotation_file}: no usable images "
-                                        f"(drop_empty={drop_empty}; stats: {self.stats})")
+                                        f"(drop_empty={drop_empty})\n{self.report.table()}")
 
     def _parse_annotations(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """-> (boxes (G, 4) float32 x1y1x2y2 in original pixels, labels (G,) int64), crowd and
-        degenerate boxes left out (and counted)."""
-        info = self.coco.imgs[image_id]
+        """-> (boxes (G, 4) float32 x1y1x2y2 in original pixels, labels (G,) int64) of an image's
+        repaired annotations, without crowd and thin boxes (see the module docstring)."""
         boxes, labels = [], []
         for ann in self.coco.imgToAnns.get(image_id, []):
-            if ann.get("iscrowd", 0):
-                self.stats["crowd"] += 1
+            if ann["iscrowd"] or ann["id"] in self.report.thin_annotation_ids:
                 continue
-            if ann["category_id"] not in self._label_of:
-                raise AnnotationFormatError(f"{self.annotation_file}: annotation {ann.get('id')} has "
-                                            f"category_id {ann['category_id']}, which is not in 'categories'")
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            inside_w = min(x + w, info["width"]) - max(x, 0.0)
-            inside_h = min(y + h, info["height"]) - max(y, 0.0)
-            if (not all(math.isfinite(v) for v in (x, y, w, h)) or w < 1 or h < 1
-                    or ann.get("area", w * h) <= 0 or inside_w <= 0 or inside_h <= 0):
-                self.stats["degenerate"] += 1
-                continue
+            x, y, w, h = ann["bbox"]
             boxes.append((x, y, x + w, y + h))
             labels.append(self._label_of[ann["category_id"]])
-            self.stats["annotations"] += 1
         return np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(labels, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -222,35 +230,28 @@ class CocoDetection(torch.utils.data.Dataset):
         return self.image_dir / self.coco.imgs[self.image_ids[index]]["file_name"]
 
     def _read_image(self, index: int) -> Image.Image:
-        with Image.open(self.file_path(index)) as image:
-            return image.convert("RGB")  # forces the full decode, so truncation shows up here
+        path = self.file_path(index)
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")  # forces the full decode, so truncation shows up here
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for bad or truncated files
+            raise UnreadableImageError(f"cannot read image {path} (image {self.image_ids[index]}): "
+                                       f"{type(err).__name__}: {err}. It passed the check when the data set "
+                                       "was opened, so it changed since; python -m tood_lib check-data "
+                                       f"--data-root {self.root} lists every problem") from None
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
-        # Walk forward from index to the first readable image (see the module docstring).
-        for offset in range(len(self)):
-            i = (index + offset) % len(self)
-            if i in self._unreadable:
-                continue
-            try:
-                image = self._read_image(i)
-            except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for bad or truncated files
-                self._unreadable.add(i)
-                self.stats["unreadable_images"] = len(self._unreadable)
-                logger.warning("skipping unreadable image %s (%s: %s); %d unreadable so far",
-                               self.file_path(i), type(err).__name__, err, len(self._unreadable))
-                continue
-            return self._transform(i, image)
-        raise RuntimeError(f"none of the {len(self)} images in {self.image_dir} could be read")
+        return self._transform(index, self._read_image(index))
 
     def _transform(self, index: int, image: Image.Image) -> dict:
         image_id = self.image_ids[index]
         info = self.coco.imgs[image_id]
         width, height = image.size
-        if (height, width) != (info["height"], info["width"]):
-            logger.warning("%s: decoded size %dx%d differs from the annotation's %dx%d",
-                           self.file_path(index), width, height, info["width"], info["height"])
+        if (height, width) != (info["height"], info["width"]):  # only possible with check_images=False
+            raise UnreadableImageError(f"{self.file_path(index)} (image {image_id}) decodes to {width}x{height} but "
+                                       f"its annotation says {info['width']}x{info['height']}; its boxes' frame is unknown")
         scale, flip = self.augmentation(index)
         cfg = self.data_cfg
         tensor, sx, sy = resize_and_normalize(to_tensor_image(image), scale, cfg.mean, cfg.std)
@@ -266,19 +267,6 @@ class CocoDetection(torch.utils.data.Dataset):
     def collate(self, items: list[dict]) -> tuple[Batch, list[dict]]:
         """``collate`` with this data set's ``data_cfg.size_divisor``."""
         return collate(items, self.data_cfg.size_divisor)
-
-    def find_unreadable(self) -> list[str]:
-        """Decode every image once; -> the file names that fail (also remembered, so that
-        __getitem__ skips them without retrying). Slow on full COCO: a pre-flight check."""
-        bad = []
-        for i in range(len(self)):
-            try:
-                self._read_image(i)
-            except (OSError, SyntaxError, ValueError):
-                self._unreadable.add(i)
-                bad.append(self.coco.imgs[self.image_ids[i]]["file_name"])
-        self.stats["unreadable_images"] = len(self._unreadable)
-        return bad
 
     def ground_truth(self, index: int) -> tuple[Tensor, Tensor]:
         """-> (boxes (G, 4) x1y1x2y2 in original pixels, labels (G,)): the targets before any transform."""

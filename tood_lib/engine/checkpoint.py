@@ -1,7 +1,8 @@
 """Our own checkpoints: written atomically, read back exactly.
 
 A checkpoint is a ``torch.save``d dict with ``model`` (the state_dict), ``config`` (the resolved
-Config as a dict, so a file says which network it holds) and anything else the caller adds
+Config as a dict, so a file says which network it holds), ``categories`` (the training data's
+COCO categories in label order, or None) and anything else the caller adds
 (optimiser, scheduler, epoch, ...). It is first written to a temporary file in the same folder
 and then renamed over the target, so a crash mid-write never leaves a truncated checkpoint.
 """
@@ -37,6 +38,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, cfg: Config | Non
     """Write model weights (+ config and extras) atomically."""
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     cfg = cfg if cfg is not None else getattr(model, "cfg", None)
+    extra.setdefault("categories", getattr(model, "categories", None))
     atomic_torch_save(dict(model=model.state_dict(), config=cfg.to_dict() if cfg is not None else None, **extra), path)
 
 
@@ -46,6 +48,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, map
     Returns the whole dict. A missing file or a file of another kind gets a clear error.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected a checkpoint file (e.g. {path / 'last.pth'})")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:

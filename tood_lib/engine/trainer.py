@@ -119,7 +119,11 @@ class Trainer:
         self.data_root = Path(data_root)
         self.train_set = CocoDetection(self.data_root, "train", cfg.data, train=True, seed=seed,
                                        max_images=cfg.data.train_images)
-        self.val_set = None  # built when first evaluated
+        # The val split is checked now, so that a broken one stops the run before training, not after.
+        val_file = self.data_root / "annotations" / "instances_val2017.json"
+        needs_val = evaluate_at_end or eval_every > 0
+        self.val_set = (CocoDetection(self.data_root, "val", cfg.data, train=False)
+                        if needs_val or val_file.exists() else None)
         if len(self.train_set) < self.per_process * self.world * accumulate:
             raise ValueError(f"the training split has {len(self.train_set)} images, fewer than one optimiser "
                              f"step needs ({self.effective_batch})")
@@ -130,6 +134,11 @@ class Trainer:
 
         load = bool(cfg.model.backbone_weights) if load_backbone_weights is None else load_backbone_weights
         self.model = build_model(cfg, load_backbone_weights=load and self.rank == 0).to(self.device)
+        self.model.categories = [{"id": c, "name": n} for c, n in zip(self.train_set.cat_ids, self.train_set.class_names)]
+        if self.val_set is not None:  # a val split with other categories would be scored on the wrong classes
+            from tood_lib.engine.inference import check_categories
+
+            check_categories(self.model, self.val_set)
         if self.distributed:  # rank 0 may have loaded ImageNet weights: everyone starts from its copy
             for tensor in self.model.state_dict().values():
                 torch.distributed.broadcast(tensor, src=0)

@@ -37,6 +37,10 @@ class TOOD(nn.Module):
             self.head = ParallelHead(m.num_classes, m.fpn_channels, m.feat_channels, 4, m.strides, m.anchor_type,
                                      m.gn_groups, m.centerness, m.head_conv_bias)
         self.epoch = 0
+        # The categories of the data set the weights were trained on, in label order, as COCO dicts
+        # {"id", "name"}; set by the trainer, saved in checkpoints, None when unknown (official files).
+        # Evaluation refuses a data set whose categories differ (see engine/inference.py).
+        self.categories: list[dict] | None = None
 
     def forward(self, images: Tensor, return_internals: bool = False) -> HeadOutput:
         """images (B, 3, H, W), H and W multiples of 32 -> HeadOutput (per-level scores and boxes)."""
