@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tood_lib.ablations.pretrain import object_crops, pretrain_backbone
+from tood_lib.engine.pretrain import object_crops, pretrain_backbone
 from tood_lib.ablations.runner import collect_results, run_dir, run_experiment, run_grid
 from tood_lib.data.builtin import build_builtin_dataset
 from tood_lib.model.backbone import ResNetBackbone

@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("--backbone", default=None, help="the pretrained CPU-scale backbone (default: made once, in runs/ablations)")
     ab.add_argument("--analysis-images", type=int, default=100, help="val images behind each time-lapse point")
     ab.add_argument("--all", action="store_true", help="run: also the experiments beyond the paper's tables (m, T-Head parts)")
+    pb = sub.add_parser("pretrain-backbone", help="make the small preset's shape-pretrained ResNet-18 again (about 5 min)")
+    pb.add_argument("--out", default=None, help="default: weights/resnet18_builtin_shapes.pth (the shipped file)")
     cd = sub.add_parser("check-data", help="check a COCO-format data set: ids, categories, boxes, image files")
     cd.add_argument("--data-root", default=None, help="a COCO-format folder, or 'builtin' (default: $COCO_ROOT or data/coco)")
     cd.add_argument("--splits", nargs="+", default=["train", "val"], choices=("train", "val"))
@@ -328,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
             _train(args)
         elif args.command == "ablations":
             _ablations(args)
+        elif args.command == "pretrain-backbone":
+            from tood_lib.engine.pretrain import SHIPPED, make_shapes_backbone
+
+            stats = make_shapes_backbone(args.out or SHIPPED)
+            print(json.dumps(stats, indent=2))
+            print(f"saved {args.out or SHIPPED}")
         elif args.command == "check-data":
             return _check_data(args)
         elif args.command == "eval":

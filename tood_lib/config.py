@@ -32,7 +32,9 @@ class ModelConfig:
     backbone_norm_trainable: bool = True
     fpn_extra_source: str = "output"
     head_conv_bias: bool = False  # parallel head only
-    backbone_weights: str | None = "imagenet"  # "imagenet" (torchvision), a local .pth path, or None (random init)
+    # "imagenet" (torchvision), "builtin_shapes" (our ResNet-18 pretrained on the built-in shapes, the small
+    # preset's), a local .pth path, or None (random init)
+    backbone_weights: str | None = "imagenet"
     # neck (spec §1.2)
     fpn_channels: int = 256
     strides: tuple[int, ...] = (8, 16, 32, 64, 128)
@@ -167,22 +169,22 @@ def _x101_dcn() -> Config:
 def _small() -> Config:
     """Not an official model: a narrow TOOD that trains on two CPU cores in minutes.
 
-    ResNet-18 from scratch (no frozen stages, BatchNorm in training mode, since nothing is
-    pretrained), 64-channel FPN and head with the full T-Head structure (6 interactive layers),
-    the 10-class built-in data set at 160 pixels, batch 8, LR 0.02, 10 epochs with the LR x0.1 for
-    the last one; one epoch of ATSS warm-up, then TAL. On 2 CPU cores: about 10 minutes in fp32,
-    box AP about 0.43 on the built-in val split. (192 pixels and 14 epochs reach about 0.56 but
-    take about 15 minutes of training in fp32; the README's "The main job's recipe" has the
-    measured trade-offs.)
+    ResNet-18 pretrained on the built-in shapes (``backbone_weights="builtin_shapes"``: our CPU-scale
+    stand-in for ImageNet weights, shipped in ``weights/``, see ``engine/pretrain.py``) with the
+    official freezing rules (stage 1 frozen, BatchNorm in eval mode), a 64-channel FPN and head with
+    the full T-Head structure (6 interactive layers), the 10-class built-in data set at 160 pixels,
+    batch 8, LR 0.02, 12 epochs with the LR x0.1 for the last one; one epoch of ATSS warm-up, then
+    TAL. On 2 CPU cores: about 9 minutes in fp32. The README's "The main job's recipe" has the
+    measured AP and the trade-offs (resolution, epochs, backbone from scratch).
     """
     cfg = Config(name="tood_small")
     m = cfg.model
-    m.depth, m.frozen_stages, m.norm_eval, m.backbone_weights = 18, -1, False, None
+    m.depth, m.backbone_weights = 18, "builtin_shapes"  # frozen_stages=1, norm_eval=True: the defaults
     m.fpn_channels = m.feat_channels = 64
     m.gn_groups = 16
     m.num_classes = 10
     cfg.data.img_scale = (160, 160)
-    cfg.train.epochs, cfg.train.lr_steps, cfg.train.batch_size, cfg.train.lr = 10, (9,), 8, 0.02
+    cfg.train.epochs, cfg.train.lr_steps, cfg.train.batch_size, cfg.train.lr = 12, (11,), 8, 0.02
     cfg.train.warmup_iters = 100
     cfg.tal.warmup_epochs = 1
     return cfg

@@ -117,7 +117,8 @@ def run_checkpoints(run_dir: str | Path) -> dict[int, Path]:
 def load_run_model(run_dir: str | Path, epoch: int | None = None, device: str = "cpu"):
     """(model in eval mode, Config) from a run folder's ``epoch_N.pth`` (default: the last epoch).
 
-    ``epoch=0`` gives the untrained network: the same architecture with the seed-0 initialisation.
+    ``epoch=0`` gives the network as its training started: the seed-0 initialisation, with the
+    recipe's pretrained backbone where it has one (as the trainer builds it).
     """
     from tood_lib.api import load_model
     from tood_lib.config import build_model
@@ -129,7 +130,7 @@ def load_run_model(run_dir: str | Path, epoch: int | None = None, device: str = 
     if epoch == 0:
         _, cfg = load_model(checkpoints[last], device=device)
         torch.manual_seed(0)
-        return build_model(cfg).to(device).eval(), cfg
+        return build_model(cfg, load_backbone_weights=bool(cfg.model.backbone_weights)).to(device).eval(), cfg
     epoch = last if epoch is None else epoch
     if epoch not in checkpoints:
         raise ValueError(f"{run_dir} has checkpoints for epochs {list(checkpoints)}, not {epoch}")

@@ -12,7 +12,7 @@ The same experiment is turned into a config at two scales (:func:`experiment_con
   JSON file per experiment under ``configs/ablations/`` (:func:`write_coco_configs`) that
   ``torchrun ... -m tood_lib train --config FILE`` launches;
 - ``"cpu"``: the built-in data on two CPU cores (:data:`CPU_RECIPE`): the small preset at 128 px,
-  starting from our shape-pretrained ResNet-18 (``ablations/pretrain.py``) with the official
+  starting from our shape-pretrained ResNet-18 (``engine/pretrain.py``) with the official
   freezing rules, 6 short epochs with the first 2 as the ATSS warm-up (the paper's 4 of 12).
 """
 from __future__ import annotations

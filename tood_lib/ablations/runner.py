@@ -167,7 +167,7 @@ def run_grid(experiments=None, seeds=SEEDS, jobs: int = 2, out_root: str | Path 
     """Run every pending (experiment, seed), then collect results and tables into ``results_dir``.
 
     ``overrides``, ``backbone`` and ``analysis_images`` are passed to every run (see ``run_experiment``)."""
-    from tood_lib.ablations.pretrain import pretrain_backbone
+    from tood_lib.engine.pretrain import pretrain_backbone
     from tood_lib.data.builtin import build_builtin_dataset
 
     start = time.time()

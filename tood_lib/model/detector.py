@@ -26,7 +26,7 @@ class TOOD(nn.Module):
         self.backbone = ResNetBackbone(
             depth=m.depth, groups=m.groups, width_per_group=m.width_per_group, frozen_stages=m.frozen_stages,
             norm_eval=m.norm_eval, dcn_stages=m.dcn_stages,
-            pretrained=_backbone_weights(m.backbone_weights) if load_backbone_weights else False,
+            pretrained=_backbone_weights(m.backbone_weights, m.depth) if load_backbone_weights else False,
             style=m.backbone_style, norm_trainable=m.backbone_norm_trainable)
         self.neck = FPN(self.backbone.out_channels, m.fpn_channels, num_outs=len(m.strides), extra_source=m.fpn_extra_source)
         if m.head == "t_head":
@@ -66,10 +66,15 @@ class TOOD(nn.Module):
         return postprocess(out, batch.image_sizes, batch.original_sizes, **test)
 
 
-def _backbone_weights(setting: str | None) -> bool | str:
-    """'imagenet' -> torchvision's ImageNet weights (True); a path -> that file; None -> random init."""
+def _backbone_weights(setting: str | None, depth: int) -> bool | str:
+    """'imagenet' -> torchvision's ImageNet weights (True); 'builtin_shapes' -> our ResNet pretrained on
+    the built-in shapes (made on first use, engine/pretrain.py); a path -> that file; None -> random init."""
     if setting is None:
         return False
+    if setting == "builtin_shapes":
+        from tood_lib.engine.pretrain import shapes_backbone
+
+        return str(shapes_backbone(depth))
     return True if setting == "imagenet" else setting
 
 
