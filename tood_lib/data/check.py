@@ -88,7 +88,8 @@ class SplitReport:
 
     coco:             a pycocotools COCO of the repaired annotations (dropped ones removed, boxes
                       clipped, ids renumbered); use it as the evaluation ground truth.
-    usable_image_ids: the ids of the images that exist, decode, and have their stated size, sorted.
+    usable_image_ids: the ids of the images that exist, decode, and have their stated size (and, with
+                      drop_empty, have a box to train on), sorted.
     findings:         defect -> Finding (count, examples naming the file or id).
     images_checked:   whether the image files were opened and decoded.
     thin_annotation_ids: annotations kept for evaluation but not trained on (w or h < 1 px).
