@@ -1,13 +1,13 @@
 """Our stand-in for ImageNet pretraining at CPU scale: a ResNet-18 trained to classify the shapes
 of the built-in training split, cropped out one object at a time.
 
-Why: every ablation of the paper fine-tunes detectors from the *same* ImageNet-pretrained
-backbone, with stage 1 frozen and BatchNorm in eval mode; only the head and the assignment
-change. From-scratch training, the small preset's choice, needs thousands of steps before the
-detectors can be compared, which a 2-hour grid on two cores cannot afford. So the CPU-scale grid
-first trains one backbone on an object-centric classification task (what ImageNet is) and then
-starts every run from it with the official freezing rules. The crops come from the training
-split only, so nothing about the validation images leaks into the backbone.
+Why: every detector of the paper is fine-tuned from the *same* ImageNet-pretrained backbone, with
+stage 1 frozen and BatchNorm in eval mode; only the head and the assignment change. From-scratch
+training needs thousands of steps before detectors can be compared, which two CPU cores cannot
+afford. So a backbone is first trained on an object-centric classification task (what ImageNet is),
+and the detectors start from it with the official freezing rules: the small preset (the README's
+main job) from the shipped ``SHIPPED`` file, the CPU-scale ablation grid from its own. The crops come
+from the training split only, so nothing about the validation images leaks into the backbone.
 """
 from __future__ import annotations
 
