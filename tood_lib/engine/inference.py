@@ -77,8 +77,8 @@ def evaluate_dataset(model, dataset, out_dir=None, device=None, amp_dtype=None, 
               f"{left_out} left out by the data check (see its table)", flush=True)
     detections, image_ids = predict_dataset(model, dataset, device, batch_size, amp_dtype, progress)
     if len(set(image_ids)) != len(image_ids) or set(image_ids) != set(dataset.image_ids):
-        raise RuntimeError(f"internal error: the predictions cover images {len(set(image_ids))} of {len(dataset)} "
-                           "with repeats; refusing to score them")
+        raise RuntimeError(f"internal error: predictions for {len(image_ids)} images ({len(set(image_ids))} distinct) "
+                           f"do not match the {len(dataset)} images of {dataset.annotation_file}; refusing to score them")
     results = detections_to_coco_results(detections, image_ids, dataset.cat_ids)
     result = evaluate_coco(dataset.coco, results, image_ids=image_ids)
     if out_dir is not None:

@@ -137,7 +137,7 @@ class Trainer:
         if self.is_main:
             print(f"[train] backbone: ResNet-{cfg.model.depth}, "
                   + (f"weights {cfg.model.backbone_weights!r}" if load else "random init")
-                  + f", stages frozen: {max(cfg.model.frozen_stages, 0)}, BatchNorm "
+                  + f", frozen_stages={cfg.model.frozen_stages}, BatchNorm "
                   + ("frozen" if cfg.model.norm_eval else "trained"), flush=True)
         self.model.categories = [{"id": c, "name": n} for c, n in zip(self.train_set.cat_ids, self.train_set.class_names)]
         if self.val_set is not None:  # a val split with other categories would be scored on the wrong classes
