@@ -1,80 +1,79 @@
-"""The CPU-scale ablation runner on tiny settings: backbone pretraining, a resumable two-seed grid in
-subprocesses, the analysed run's time-lapse and Table 6 numbers, and the paper-format tables."""
+"""The CPU-scale ablation runner on tiny settings: feature caches, a resumable grid in subprocesses,
+the AP curve and plateau rule, the analysed run's time-lapse and Table 6 numbers, tables and verdicts."""
 import json
 
 import pandas as pd
 import pytest
 import torch
 
-from tood_lib.engine.pretrain import object_crops, pretrain_backbone
-from tood_lib.ablations.runner import collect_results, run_dir, run_experiment, run_grid
-from tood_lib.data.builtin import build_builtin_dataset
-from tood_lib.model.backbone import ResNetBackbone
+from tood_lib.ablations.runner import Run, collect_results, feature_dir, run_dir, run_experiment, run_grid
 
 TINY = ["data.train_images=8", "train.batch_size=4", "train.epochs=2", "tal.warmup_epochs=1", "data.img_scale=64,64",
         "train.warmup_iters=1", "train.lr_steps=2"]
 
 
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory):
-    path = tmp_path_factory.mktemp("backbone") / "r18.pth"
-    stats = pretrain_backbone(build_builtin_dataset(), path, epochs=1, batch_size=16, max_images=12, progress=False)
-    assert 0 <= stats["val_accuracy"] <= 1 and stats["train_crops"] > 12
-    return path
-
-
-def test_crops_are_the_objects_with_their_labels():
-    images, labels = object_crops(build_builtin_dataset(), "val", max_images=3)
-    data = json.loads((build_builtin_dataset() / "annotations" / "instances_val2017.json").read_text())
-    first = [a for a in data["annotations"] if a["image_id"] in {im["id"] for im in data["images"][:3]}]
-    assert images.shape == (len(first), 3, 64, 64) and labels.tolist() == [a["category_id"] - 1 for a in first]
-
-
-def test_pretrained_backbone_loads_into_the_detector_backbone(backbone):
-    net = ResNetBackbone(18, pretrained=backbone)
-    saved = torch.load(backbone, weights_only=True)
-    assert not any(k.startswith("fc.") for k in saved)
-    assert torch.equal(net.layer3[0].conv1.weight, saved["layer3.0.conv1.weight"])
-    assert json.loads(backbone.with_suffix(".json").read_text())["epochs"] == 1
-
-
-def test_grid_runs_resumes_and_tabulates(backbone, tmp_path):
+def test_grid_runs_resumes_and_tabulates(tmp_path):
     out, results = tmp_path / "runs", tmp_path / "results"
-    kw = dict(out_root=out, results_dir=results, overrides=TINY, backbone=backbone, progress=False, with_complexity=False)
-    run_grid(["fcos_parallel"], seeds=(0, 1), jobs=2, **kw)
-    finished = {s: (run_dir("fcos_parallel", s, out) / "result.json").stat().st_mtime_ns for s in (0, 1)}
-    runs = pd.read_csv(results / "ablation_runs_cpu.csv")
-    assert sorted(runs["seed"]) == [0, 1] and (runs["steps"] == 4).all() and (runs["threads"] == 1).all()
-    # checkpoints of runs that are not analysed are dropped, last.pth (for resuming) is kept
-    assert [p.name for p in run_dir("fcos_parallel", 0, out).glob("*.pth")] == ["last.pth"]
+    runs = [Run("shapes", "fcos_parallel", 0), Run("shapes", "fcos_parallel", 1), Run("misaligned", "atss_qfl_parallel", 0)]
+    kw = dict(out_root=out, results_dir=results, overrides=TINY, progress=False, with_complexity=False)
+    run_grid(runs, jobs=2, **kw)
+    assert sorted(p.name for p in feature_dir("misaligned", out).iterdir()) == ["train.pt", "val.pt"]
+    finished = {r: (run_dir(r, out) / "result.json").stat().st_mtime_ns for r in runs}
+    table = pd.read_csv(results / "ablation_runs_cpu.csv")
+    assert len(table) == 3 and (table["steps"] == 4).all() and (table["threads"] == 1).all()
+    assert set(zip(table["dataset"], table["experiment"])) == {("shapes", "fcos_parallel"), ("misaligned", "atss_qfl_parallel")}
+    curves = pd.read_csv(results / "ap_curves_cpu.csv")
+    for row in table.itertuples():  # the final point of each AP curve is the run's AP
+        curve = curves[(curves.dataset == row.dataset) & (curves.experiment == row.experiment) & (curves.seed == row.seed)]
+        assert curve["epoch"].tolist() == [1, 2] and curve["AP"].iloc[-1] == pytest.approx(row.AP, abs=1e-4)
+        assert row.plateau_epoch_75 == 2 and row.plateau_ok
+    # checkpoints of runs without a time-lapse are dropped, last.pth (for resuming) is kept
+    assert [p.name for p in run_dir(runs[0], out).glob("*.pth")] == ["last.pth"]
+    result = json.loads((run_dir(runs[2], out) / "result.json").read_text())
+    assert result["dataset"] == "misaligned" and json.loads((run_dir(runs[2], out) / "config.json").read_text())["model"]["num_classes"] == 4
 
-    run_grid(["fcos_parallel"], seeds=(0, 1), jobs=2, **kw)  # nothing to do: finished runs are not redone
-    assert finished == {s: (run_dir("fcos_parallel", s, out) / "result.json").stat().st_mtime_ns for s in (0, 1)}
+    run_grid(runs, jobs=2, **kw)  # nothing to do: finished runs are not redone
+    assert finished == {r: (run_dir(r, out) / "result.json").stat().st_mtime_ns for r in runs}
 
-    table = pd.read_csv(results / "table1_cpu.csv").set_index("experiment")
-    assert table.at["fcos_parallel", "cpu_seeds"] == 2
-    assert table.at["fcos_parallel", "cpu_AP"] == pytest.approx(runs["AP"].mean() * 100, abs=1e-3)
-    assert table.at["fcos_parallel", "cpu_AP_std"] == pytest.approx(runs["AP"].std(ddof=1) * 100, abs=1e-3)
-    assert table.at["fcos_parallel", "paper_AP"] == 38.6 and table.at["fcos_parallel", "coco_AP"] == "not run"
-    assert "--config configs/ablations/fcos_parallel.json" in table.at["fcos_parallel", "coco_command"]
-    assert pd.read_csv(results / "table2_cpu.csv").set_index("experiment").at["fcos_parallel", "cpu_seeds"] == 2
-    assert pd.isna(table.at["atss_t_head", "cpu_AP"])  # not run here
+    t1 = pd.read_csv(results / "table1_cpu.csv")
+    assert set(t1["dataset"]) == {"shapes"}  # the misaligned run is in no Table 1 row
+    t1 = t1.set_index("experiment")
+    shapes = table[table.dataset == "shapes"]
+    assert t1.at["fcos_parallel", "cpu_seeds"] == 2
+    assert t1.at["fcos_parallel", "cpu_AP"] == pytest.approx(shapes["AP"].mean() * 100, abs=1e-3)
+    assert t1.at["fcos_parallel", "cpu_AP_std"] == pytest.approx(shapes["AP"].std(ddof=1) * 100, abs=1e-3)
+    assert t1.at["fcos_parallel", "paper_AP"] == 38.6 and t1.at["fcos_parallel", "coco_AP"] == "not run"
+    t2 = pd.read_csv(results / "table2_cpu.csv")
+    assert set(t2["dataset"]) == {"shapes", "misaligned"}
+    verdicts = pd.read_csv(results / "verdicts_cpu.csv")
+    assert set(verdicts["dataset"]) == {"shapes", "misaligned"} and (verdicts["verdict"] == "not run").any()
     timing = json.loads((results / "ablations_cpu_timing.json").read_text())
-    assert len(timing["invocations"]) == 1 and timing["invocations"][0]["runs"] == 2
+    assert len(timing["invocations"]) == 1 and timing["invocations"][0]["runs"] == 3 and timing["invocations"][0]["amp"] == "off"
 
 
-def test_analysed_run_has_time_lapse_and_table6(backbone, tmp_path):
-    record = run_experiment("tood", 0, tmp_path, progress=False, overrides=TINY, backbone=backbone, analysis_images=8)
+def test_an_unsettled_run_never_reaches_a_table(tmp_path):
+    run = Run("shapes", "fcos_parallel", 0)
+    folder = run_dir(run, tmp_path / "runs")
+    folder.mkdir(parents=True)
+    record = dict(dataset="shapes", experiment="fcos_parallel", seed=0, AP=0.3, ap_curve=[[9, 0.2], [12, 0.3]],
+                  plateau=dict(epoch_75=9, AP_75=0.2, AP_final=0.3, ok=False))
+    (folder / "result.json").write_text(json.dumps(record))
+    rows = collect_results([run], tmp_path / "runs", tmp_path / "results", with_complexity=False)
+    assert rows.empty and not (tmp_path / "results" / "table1_cpu.csv").exists()
+    assert pd.read_csv(tmp_path / "results" / "unsettled_runs_cpu.csv")["experiment"].tolist() == ["fcos_parallel"]
+
+
+def test_analysed_run_has_time_lapse_and_table6(tmp_path):
+    run = Run("shapes", "tood", 0)
+    record = run_experiment(run, tmp_path, progress=False, overrides=TINY, analysis_images=8)
     assert [p["epoch"] for p in record["timelapse"]] == [0, 1, 2]
     assert all(-1 <= p["PCC"] <= 1 and 0 <= p["IoU"] <= 1 and p["best_anchor_gap"] >= 0 for p in record["timelapse"])
-    evals = [json.loads(line) for line in (run_dir("tood", 0, tmp_path) / "metrics.jsonl").read_text().splitlines()]
-    aps = {r["epoch"]: r["AP"] for r in evals if r["kind"] == "eval"}
-    assert record["timelapse"][2]["AP"] == aps[2] == record["AP"]
-    assert set(record["nms"]) >= {"correct", "redundant", "error", "objects"}
-    snapshots = torch.load(run_dir("tood", 0, tmp_path) / "snapshots.pt", weights_only=True)
+    assert record["timelapse"][2]["AP"] == record["ap_curve"][-1][1] == record["AP"]
+    assert set(record["nms"]) >= {"correct", "redundant", "error", "objects"} and record["alignment"]["objects"] > 100
+    snapshots = torch.load(run_dir(run, tmp_path) / "snapshots.pt", weights_only=True)
     assert sorted(snapshots["snapshots"]) == [0, 1, 2] and len(snapshots["snapshots"][2]) == 6
-    collect_results(["tood"], (0,), tmp_path, tmp_path / "results", with_complexity=False)
+    collect_results([run], tmp_path, tmp_path / "results", with_complexity=False)
     table6 = pd.read_csv(tmp_path / "results" / "table6_cpu.csv").set_index("experiment")
     assert table6.at["tood", "cpu_correct"] == record["nms"]["correct"]
     assert table6.at["tood", "cpu_PCC"] == pytest.approx(record["alignment"]["PCC"], abs=1e-3)
-    assert set(torch.load(tmp_path / "results" / "snapshots_cpu.pt", weights_only=True)) == {"tood"}
+    assert set(torch.load(tmp_path / "results" / "snapshots_shapes_cpu.pt", weights_only=True)) == {"tood"}

@@ -22,6 +22,8 @@ class Batch:
     gt_boxes:       (B, G, 4) float, x1y1x2y2 in pixels of the resized image; padding rows are 0.
     gt_labels:      (B, G) long, class indices 0..K-1; padding rows are -1.
     gt_mask:        (B, G) bool, True for real boxes.
+    features:       optional cached backbone outputs C3..C5, each (B, C_l, H_l, W_l), which the
+                    detector then uses instead of running its backbone (engine/feature_cache.py).
     """
 
     images: Tensor
@@ -31,9 +33,12 @@ class Batch:
     gt_boxes: Tensor
     gt_labels: Tensor
     gt_mask: Tensor
+    features: list[Tensor] | None = None
 
     def to(self, device) -> "Batch":
-        return Batch(**{k: v.to(device) for k, v in self.__dict__.items()})
+        moved = {k: v.to(device) for k, v in self.__dict__.items() if k != "features"}
+        features = None if self.features is None else [f.to(device) for f in self.features]
+        return Batch(**moved, features=features)
 
     @property
     def num_images(self) -> int:

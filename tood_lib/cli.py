@@ -120,21 +120,27 @@ def _ablations(args) -> None:
 
     out_root = args.out_root or runner.RUNS_DIR
     results = args.results or runner.RESULTS_DIR
-    seeds = tuple(args.seeds) if args.seeds else runner.SEEDS
+    if args.experiments and args.action in ("run", "tables"):
+        datasets = args.datasets or ["shapes"]
+        runs = [runner.Run(d, e, s) for d in datasets for e in args.experiments
+                for s in (args.seeds if args.seeds is not None else runner.seeds_of(e))]
+    else:
+        runs = runner.grid_runs(args.grid)
+        if args.datasets:
+            runs = [r for r in runs if r.dataset in args.datasets]
     if args.action == "run":
         # (tables.py is imported only when the runs are collected, so a long grid tabulates with current code)
-        names = args.experiments or (list(grid.EXPERIMENTS) if args.all else grid.experiments_in_tables())
-        runner.run_grid(names, seeds, jobs=args.jobs, out_root=out_root, results_dir=results, overrides=args.set,
-                        backbone=args.backbone, analysis_images=args.analysis_images)
-        print(f"[ablations] results and tables in {results}")
+        runner.run_grid(runs, jobs=args.jobs, out_root=out_root, results_dir=results, overrides=args.set,
+                        analysis_images=args.analysis_images, commit=args.commit)
+        print(f"[ablations] results, tables and verdicts in {results}")
     elif args.action == "run-one":
         if len(args.experiments) != 1:
             raise ValueError("run-one takes exactly one experiment name")
-        record = runner.run_experiment(args.experiments[0], args.seed, out_root, overrides=args.set,
-                                       backbone=args.backbone, analysis_images=args.analysis_images)
+        run = runner.Run(args.dataset, args.experiments[0], args.seed)
+        record = runner.run_experiment(run, out_root, overrides=args.set, analysis_images=args.analysis_images)
         print(f"box AP: {record['AP']:.3f}")
     elif args.action == "tables":
-        runner.collect_results(args.experiments or None, seeds, out_root, results)
+        runner.collect_results(runs, out_root, results)
         print(f"[ablations] tables written to {results}")
     elif args.action == "write-configs":
         for path in grid.write_coco_configs():
@@ -273,16 +279,21 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
     ab = sub.add_parser("ablations", help="the paper's ablation grid: run it at CPU scale, build tables, write COCO configs")
     ab.add_argument("action", nargs="?", default="run", choices=("run", "run-one", "tables", "write-configs", "list"))
-    ab.add_argument("experiments", nargs="*", help="experiment names (default: the whole grid)")
-    ab.add_argument("--seeds", type=int, nargs="*", default=None, help="seeds (default 0 1)")
+    ab.add_argument("experiments", nargs="*", help="experiment names (default: every experiment of --grid)")
+    ab.add_argument("--grid", default="core", choices=("core", "full"),
+                    help="core: the declared core claims on both data sets (about 2.5 h on 2 cores); full: also the "
+                         "rest of Tables 1-4 on the shapes")
+    ab.add_argument("--datasets", nargs="*", choices=("shapes", "misaligned"), default=None,
+                    help="only these built-in data sets (with experiment names: default shapes)")
+    ab.add_argument("--seeds", type=int, nargs="*", default=None, help="with experiment names: these seeds")
+    ab.add_argument("--dataset", default="shapes", choices=("shapes", "misaligned"), help="run-one: the data set")
     ab.add_argument("--seed", type=int, default=0, help="run-one: the seed")
     ab.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2, one thread each on 2 cores)")
     ab.add_argument("--out-root", default=None, help="run folders (default runs/ablations/cpu)")
     ab.add_argument("--results", default=None, help="where the collected results go (default results/)")
     ab.add_argument("--set", nargs="*", metavar="SECTION.FIELD=VALUE", help="overrides on top of the CPU recipe")
-    ab.add_argument("--backbone", default=None, help="the pretrained CPU-scale backbone (default: made once, in runs/ablations)")
     ab.add_argument("--analysis-images", type=int, default=100, help="val images behind each time-lapse point")
-    ab.add_argument("--all", action="store_true", help="run: also the experiments beyond the paper's tables (m, T-Head parts)")
+    ab.add_argument("--commit", action="store_true", help="git-commit results/ after every finished run")
     pb = sub.add_parser("pretrain-backbone", help="make the small preset's shape-pretrained ResNet-18 again (about 5 min)")
     pb.add_argument("--out", default=None, help="default: weights/resnet18_builtin_shapes.pth (the shipped file)")
     cd = sub.add_parser("check-data", help="check a COCO-format data set: ids, categories, boxes, image files")

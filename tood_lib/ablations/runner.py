@@ -2,46 +2,110 @@
 
 ``python -m tood_lib ablations run`` (``scripts/ablations.sh``) does, in order:
 
-1. pretrain the CPU-scale backbone once (``pretrain.py``; kept in ``runs/ablations/``);
-2. train every (experiment, seed) whose ``result.json`` is missing, each in its own process
-   (``python -m tood_lib ablations run-one``) with one thread, two processes at once on two cores
-   (the small convolutions here use one core badly, so two one-thread runs finish ~1.3x sooner than
-   one two-thread run after another). An interrupted run continues from its ``last.pth``;
-3. for the four Table 6 experiments, measure the alignment statistics after every epoch (the
-   time-lapse), count the post-NMS boxes, and keep the dense predictions of a few val images;
-4. collect everything into ``results/`` (committed) and build the tables (``tables.py``).
+1. build the two built-in data sets (shapes, misaligned) and, per data set, cache the frozen
+   backbone's outputs for every train and val image (``engine/feature_cache.py``);
+2. train every (data set, experiment, seed) of the grid whose ``result.json`` is missing, each in
+   its own process (``python -m tood_lib ablations run-one``) with one thread, two processes at
+   once on two cores (the small convolutions here use one core badly, so two one-thread runs
+   finish sooner than one two-thread run after another). An interrupted run continues from its
+   ``last.pth``. Every run is evaluated after every epoch: its AP curve, and the plateau rule
+   (final AP within :data:`PLATEAU_TOLERANCE` of the AP at 75 % of the schedule);
+3. for the four Table 6 experiments, measure the alignment statistics and count the post-NMS boxes
+   on the whole val split (every seed), and for seed 0 the time-lapse (the same statistics after
+   every epoch) and the dense predictions of a few val images;
+4. collect everything into ``results/`` (committed; with ``--commit``, one git commit per finished
+   run) and build the tables and the verdicts (``tables.py``, ``claims.py``).
 
-Finished runs are never redone; delete a run's folder (or ``--fresh``) to redo it.
+The grids (``grid_runs``): "core", the runs of the claims ``claims.py`` declares core (Table 6's
+2 x 2 on both data sets with 5 seeds; Table 2's schemes, TAL vs ATSS+QFL and the T-Head's parts
+with 3), and "full", which adds every other declared claim and every row of Tables 1-4. Finished runs are never redone; delete a run's folder to redo it.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from tood_lib.ablations.grid import CPU_BACKBONE, EXPERIMENTS, REPO_ROOT, experiment_config
+from tood_lib.ablations.grid import CPU_DATASETS, CPU_EVAL_EPOCHS, EXPERIMENTS, REPO_ROOT, experiment_config, experiments_in_tables
 
 RUNS_DIR = REPO_ROOT / "runs" / "ablations" / "cpu"
 RESULTS_DIR = Path(os.environ.get("TOOD_RESULTS_DIR", REPO_ROOT / "results"))  # committed; the env var is for trying things out
-SEEDS = (0, 1)
+TABLE6 = ("atss_parallel", "atss_t_head", "tal_parallel", "tood")  # analysed, 5 seeds
+SEEDS_TABLE6, SEEDS_OTHER = 5, 3
+PLATEAU_TOLERANCE = 0.01  # AP (0-1): one AP point
+PLATEAU_FRACTION = 0.75
 SNAPSHOT_IMAGES = 6  # val images whose dense predictions are kept for the figures
 TIMELAPSE_IMAGES = 100  # val images behind each time-lapse point
 STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def run_dir(name: str, seed: int, root: str | Path = RUNS_DIR) -> Path:
-    return Path(root) / name / f"seed{seed}"
+@dataclass(frozen=True)
+class Run:
+    dataset: str
+    experiment: str
+    seed: int
+
+    def __str__(self) -> str:
+        return f"{self.dataset}/{self.experiment}/seed{self.seed}"
+
+
+def seeds_of(experiment: str) -> range:
+    return range(SEEDS_TABLE6 if experiment in TABLE6 else SEEDS_OTHER)
+
+
+def grid_runs(grid: str = "core") -> list[Run]:
+    """Every run of a grid, core first, in a stable order. "core": the experiments of the claims
+    declared core on each data set (``claims.py``); "full": also every other claim's experiments on
+    the data sets it is judged on, and every row of Tables 1-4 on the shapes."""
+    from tood_lib.ablations.claims import claim_experiments
+
+    if grid not in ("core", "full"):
+        raise ValueError(f"grid: expected 'core' or 'full', got {grid!r}")
+    runs = [Run(d, e, s) for d in CPU_DATASETS for e in claim_experiments(d, core=True) for s in seeds_of(e)]
+    if grid == "full":
+        extra = [Run(d, e, s) for d in CPU_DATASETS for e in claim_experiments(d, core=False) for s in seeds_of(e)]
+        extra += [Run("shapes", e, s) for e in experiments_in_tables() for s in seeds_of(e)]
+        runs += [r for r in dict.fromkeys(extra) if r not in set(runs)]
+    return runs
+
+
+def run_dir(run: Run, root: str | Path = RUNS_DIR) -> Path:
+    return Path(root) / run.dataset / run.experiment / f"seed{run.seed}"
+
+
+def feature_dir(dataset: str, root: str | Path = RUNS_DIR) -> Path:
+    return Path(root) / dataset / "features"
+
+
+def data_root(dataset: str) -> Path:
+    from tood_lib.data.builtin import build_builtin_dataset
+
+    return build_builtin_dataset(scenes=dataset, progress=False)
 
 
 # ------------------------------------------------------------------------------------ one run
+def plateau(curve: list[tuple[int, float]], epochs: int) -> dict:
+    """The plateau rule on an AP curve [(epoch, AP)]: the AP at 75 % of the schedule (the first
+    evaluated epoch at or after it) against the final AP."""
+    aps = dict(curve)
+    target = math.ceil(PLATEAU_FRACTION * epochs)
+    epoch_75 = min((e for e in aps if e >= target), default=None)
+    if epoch_75 is None or epochs not in aps:
+        return dict(epoch_75=epoch_75, AP_75=float("nan"), AP_final=aps.get(epochs, float("nan")), ok=False)
+    return dict(epoch_75=epoch_75, AP_75=aps[epoch_75], AP_final=aps[epochs],
+                ok=bool(abs(aps[epochs] - aps[epoch_75]) <= PLATEAU_TOLERANCE + 1e-9))
+
+
 def timelapse_point(model, dataset, images: int) -> dict:
     """Alignment of a model on the first ``images`` val images: mean PCC and top-10 IoU (Table 6),
     and how far apart its best classification and best localisation anchors are."""
@@ -74,29 +138,33 @@ def _snapshot(model, dataset, images: int) -> list[dict]:
     return [dict(scores=p.scores.half(), boxes=p.boxes.half()) for p in dense_predictions(model, batch)]
 
 
-def analyse_run(out_dir: Path, cfg, progress: bool = True, images: int = TIMELAPSE_IMAGES) -> dict:
-    """Table 6 and the time-lapse for a finished run: -> {"timelapse": [...], "nms": {...}}; also
-    writes ``snapshots.pt`` (dense predictions of the first val images after every epoch)."""
+def analyse_run(out_dir: Path, cfg, val_set, timelapse: bool, progress: bool = True,
+                images: int = TIMELAPSE_IMAGES) -> dict:
+    """Table 6 for a finished run: {"nms": {...}, "alignment": {...}} on the whole val split; with
+    ``timelapse`` also {"timelapse": [...]} over the epochs and ``snapshots.pt`` (dense predictions of
+    the first val images after every epoch)."""
     from tood_lib.analysis.errors import nms_box_counts
     from tood_lib.engine.inference import predict_dataset
-    from tood_lib.workbook import builtin_val_set, load_run_model, run_checkpoints
+    from tood_lib.workbook import load_run_model, run_checkpoints
 
-    dataset = builtin_val_set(cfg)
-    epochs = [0] + list(run_checkpoints(out_dir))
-    evals = {r["epoch"]: r for r in _records(out_dir) if r.get("kind") == "eval"}
-    timelapse, snapshots = [], {}
-    for epoch in tqdm(epochs, desc="time-lapse", disable=not progress, leave=False):
-        model, _ = load_run_model(out_dir, epoch)
-        point = timelapse_point(model, dataset, images)
-        point["epoch"] = epoch
-        point["AP"] = evals[epoch]["AP"] if epoch in evals else float("nan")
-        timelapse.append(point)
-        snapshots[epoch] = _snapshot(model, dataset, SNAPSHOT_IMAGES)
-    detections, _ = predict_dataset(model, dataset, progress=False)
-    nms = nms_box_counts(detections, dataset)
-    final = timelapse_point(model, dataset, len(dataset) if images >= TIMELAPSE_IMAGES else images)
-    torch.save(dict(snapshots=snapshots, image_indices=list(range(SNAPSHOT_IMAGES))), out_dir / "snapshots.pt")
-    return dict(timelapse=timelapse, nms=nms, alignment=final)
+    out = {}
+    if timelapse:
+        evals = {r["epoch"]: r for r in _records(out_dir) if r.get("kind") == "eval"}
+        points, snapshots = [], {}
+        for epoch in tqdm([0] + list(run_checkpoints(out_dir)), desc="time-lapse", disable=not progress, leave=False):
+            model, _ = load_run_model(out_dir, epoch)
+            point = timelapse_point(model, val_set, images)
+            point["epoch"] = epoch
+            point["AP"] = evals[epoch]["AP"] if epoch in evals else float("nan")
+            points.append(point)
+            snapshots[epoch] = _snapshot(model, val_set, SNAPSHOT_IMAGES)
+        torch.save(dict(snapshots=snapshots, image_indices=list(range(SNAPSHOT_IMAGES))), out_dir / "snapshots.pt")
+        out["timelapse"] = points
+    model, _ = load_run_model(out_dir)
+    detections, _ = predict_dataset(model, val_set, progress=False)
+    out["nms"] = nms_box_counts(detections, val_set)
+    out["alignment"] = timelapse_point(model, val_set, len(val_set))
+    return out
 
 
 def _records(out_dir: Path) -> list[dict]:
@@ -104,152 +172,197 @@ def _records(out_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def run_experiment(name: str, seed: int, out_root: str | Path = RUNS_DIR, progress: bool = True,
-                   overrides: list[str] | None = None, backbone: str | Path | None = None,
-                   analysis_images: int = TIMELAPSE_IMAGES) -> dict:
-    """Train, evaluate (and analyse) one (experiment, seed) at CPU scale; writes and returns ``result.json``.
+def ap_curve(out_dir: Path) -> list[tuple[int, float]]:
+    """[(epoch, AP)] of a run's evaluations (the last evaluation of an epoch wins)."""
+    return sorted({r["epoch"]: r["AP"] for r in _records(out_dir) if r.get("kind") == "eval"}.items())
 
-    ``overrides`` go on top of the CPU recipe (the tests use them to shrink a run); ``backbone`` replaces
-    the shape-pretrained ResNet-18."""
-    from tood_lib.config import apply_overrides
+
+def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = True,
+                   overrides: list[str] | None = None, analysis_images: int = TIMELAPSE_IMAGES) -> dict:
+    """Train, evaluate after every epoch (and analyse) one run at CPU scale; writes and returns ``result.json``.
+
+    ``overrides`` go on top of the CPU recipe (the tests use them to shrink a run)."""
     from tood_lib.analysis.complexity import count_parameters
-    from tood_lib.data.builtin import build_builtin_dataset
+    from tood_lib.config import apply_overrides
     from tood_lib.engine.trainer import Trainer
 
-    exp = EXPERIMENTS[name]
-    out_dir = run_dir(name, seed, out_root)
-    cfg = apply_overrides(experiment_config(exp, "cpu", backbone), overrides or [])
+    exp = EXPERIMENTS[run.experiment]
+    out_dir = run_dir(run, out_root)
+    cfg = apply_overrides(experiment_config(exp, "cpu", run.dataset), overrides or [])
+    root = data_root(run.dataset)
+    analysed = run.experiment in TABLE6
+    timelapse = analysed and run.seed == 0
     start = time.perf_counter()
-    trainer = Trainer(cfg, build_builtin_dataset(), out_dir, seed=seed, num_workers=0, amp="off",
-                      eval_every=1 if exp.analyse else 0, progress=progress)
+    eval_epochs = [e for e in CPU_EVAL_EPOCHS if e <= cfg.train.epochs] if cfg.train.epochs >= max(CPU_EVAL_EPOCHS) \
+        else range(1, cfg.train.epochs + 1)  # (shrunk test runs: every epoch)
+    trainer = Trainer(cfg, root, out_dir, seed=run.seed, num_workers=0, amp="off", eval_epochs=eval_epochs,
+                      progress=progress, feature_cache=feature_dir(run.dataset, out_root))
     if (out_dir / "last.pth").is_file():
         trainer.resume()
     result = trainer.fit()
-    record = dict(experiment=name, seed=seed, description=exp.describe(),
+    curve = ap_curve(out_dir)
+    record = dict(dataset=run.dataset, experiment=run.experiment, seed=run.seed, description=exp.describe(),
                   **{k: float(result.stats[k]) for k in STAT_KEYS}, steps=trainer.state.global_step,
-                  params=count_parameters(trainer.model)["trainable"], threads=torch.get_num_threads(),
-                  train_eval_seconds=round(time.perf_counter() - start, 1))
-    if exp.analyse:
+                  epochs=cfg.train.epochs, params=count_parameters(trainer.model)["trainable"],
+                  threads=torch.get_num_threads(), train_eval_seconds=round(time.perf_counter() - start, 1),
+                  ap_curve=curve, plateau=plateau(curve, cfg.train.epochs))
+    if analysed:
         t0 = time.perf_counter()
-        record.update(analyse_run(out_dir, cfg, progress, analysis_images))
+        val_set = trainer.val_set  # with the cached features of the frozen backbone
+        record.update(analyse_run(out_dir, cfg, val_set, timelapse, progress, analysis_images))
         record["analysis_seconds"] = round(time.perf_counter() - t0, 1)
     record["seconds"] = round(time.perf_counter() - start, 1)
     tmp = out_dir / "result.json.tmp"
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(out_dir / "result.json")
-    for path in out_dir.glob("*.pth"):  # checkpoints are large; the analysed runs keep theirs for the notebooks
-        if not exp.analyse and path.name != "last.pth":
+    for path in out_dir.glob("*.pth"):  # checkpoints are large; the time-lapse runs keep theirs for the notebooks
+        if not timelapse and path.name != "last.pth":
             path.unlink()
     return record
 
 
 # ------------------------------------------------------------------------------------ the grid
-def pending_runs(experiments, seeds, out_root=RUNS_DIR) -> list[tuple[str, int]]:
-    return [(n, s) for n in experiments for s in seeds if not (run_dir(n, s, out_root) / "result.json").is_file()]
+def pending_runs(runs: list[Run], out_root=RUNS_DIR) -> list[Run]:
+    return [r for r in runs if not (run_dir(r, out_root) / "result.json").is_file()]
 
 
-def _launch(name: str, seed: int, out_root: Path, threads: int, extra: list[str]) -> dict:
-    out_dir = run_dir(name, seed, out_root)
+def prepare_features(datasets, out_root: str | Path = RUNS_DIR, progress: bool = True,
+                     overrides: list[str] | None = None) -> None:
+    """Build each data set and its feature caches once, before runs start in parallel."""
+    from tood_lib.config import apply_overrides, build_model
+    from tood_lib.data.coco import CocoDetection
+    from tood_lib.engine.feature_cache import cached_training_features
+
+    for dataset in datasets:
+        cfg = apply_overrides(experiment_config("tood", "cpu", dataset), overrides or [])
+        root = data_root(dataset)
+        folder = feature_dir(dataset, out_root)
+        if all((folder / f"{split}.pt").is_file() for split in ("train", "val")):
+            continue
+        print(f"[ablations] caching the frozen backbone's features of the {dataset} data set -> {folder}")
+        backbone = build_model(cfg, load_backbone_weights=True).backbone
+        for split in ("train", "val"):
+            data = CocoDetection(root, split, cfg.data, train=split == "train", max_images=cfg.data.train_images
+                                 if split == "train" else None, verbose=False)
+            cached_training_features(backbone, data, folder / f"{split}.pt", progress=progress)
+
+
+def _launch(run: Run, out_root: Path, threads: int, extra: list[str]) -> dict:
+    out_dir = run_dir(run, out_root)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(out_dir / "log.txt", "a") as log:
-        code = subprocess.call([sys.executable, "-m", "tood_lib", "ablations", "run-one", name, "--seed", str(seed),
-                                "--out-root", str(out_root), *extra], stdout=log, stderr=subprocess.STDOUT, env=env)
+        code = subprocess.call([sys.executable, "-m", "tood_lib", "ablations", "run-one", run.experiment,
+                                "--dataset", run.dataset, "--seed", str(run.seed), "--out-root", str(out_root), *extra],
+                               stdout=log, stderr=subprocess.STDOUT, env=env)
     if code != 0:
-        raise RuntimeError(f"{name} seed {seed} failed (exit {code}); see {out_dir / 'log.txt'}")
+        raise RuntimeError(f"{run} failed (exit {code}); see {out_dir / 'log.txt'}")
     return json.loads((out_dir / "result.json").read_text())
 
 
-def run_grid(experiments=None, seeds=SEEDS, jobs: int = 2, out_root: str | Path = RUNS_DIR,
-             results_dir: str | Path = RESULTS_DIR, progress: bool = True, overrides: list[str] | None = None,
-             backbone: str | Path | None = None, analysis_images: int = TIMELAPSE_IMAGES,
-             with_complexity: bool = True) -> Path:
-    """Run every pending (experiment, seed), then collect results and tables into ``results_dir``.
+def git_commit_results(results_dir: Path, message: str) -> None:
+    """Commit ``results_dir`` (only it) so that a finished run survives the end of a session."""
+    try:
+        subprocess.run(["git", "add", "-A", str(results_dir)], cwd=REPO_ROOT, check=True, capture_output=True)
+        staged = subprocess.run(["git", "diff", "--cached", "--quiet", "--", str(results_dir)], cwd=REPO_ROOT)
+        if staged.returncode:
+            subprocess.run(["git", "commit", "-q", "-m", message, "--", str(results_dir)], cwd=REPO_ROOT, check=True,
+                           capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        tqdm.write(f"[ablations] could not commit {results_dir}: {err}")
 
-    ``overrides``, ``backbone`` and ``analysis_images`` are passed to every run (see ``run_experiment``)."""
-    from tood_lib.engine.pretrain import pretrain_backbone
-    from tood_lib.data.builtin import build_builtin_dataset
 
+def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, results_dir: str | Path = RESULTS_DIR,
+             progress: bool = True, overrides: list[str] | None = None, analysis_images: int = TIMELAPSE_IMAGES,
+             with_complexity: bool = True, commit: bool = False) -> Path:
+    """Run every pending run, collecting (and with ``commit``, committing) the results after each one."""
     start = time.time()
-    experiments = list(experiments or EXPERIMENTS)
-    unknown = [n for n in experiments if n not in EXPERIMENTS]
+    unknown = sorted({r.experiment for r in runs if r.experiment not in EXPERIMENTS})
     if unknown:
         raise ValueError(f"unknown experiments {unknown}; known: {', '.join(EXPERIMENTS)}")
     out_root, results_dir = Path(out_root), Path(results_dir)
-    root = build_builtin_dataset()
-    backbone = Path(backbone or CPU_BACKBONE)
-    if not backbone.is_file():
-        print(f"[ablations] pretraining the CPU-scale backbone -> {backbone}")
-        stats = pretrain_backbone(root, backbone, progress=progress)
-        print(f"[ablations] backbone: val accuracy {stats['val_accuracy']:.3f} in {stats['seconds']:.0f} s")
-    todo = pending_runs(experiments, seeds, out_root)
-    total = len(experiments) * len(seeds)
-    print(f"[ablations] {total - len(todo)} of {total} runs done; {len(todo)} to go, {jobs} at a time -> {out_root}")
+    prepare_features(sorted({r.dataset for r in runs}), out_root, progress, overrides)
+    todo = pending_runs(runs, out_root)
+    print(f"[ablations] {len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to go, {jobs} at a time -> {out_root}")
     threads = max(1, (os.cpu_count() or 2) // jobs)
-    extra = ["--backbone", str(backbone), "--analysis-images", str(analysis_images)]
-    extra += ["--set", *overrides] if overrides else []
-    failures = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=total, initial=total - len(todo), desc="ablation runs",
-                                                            disable=not progress, dynamic_ncols=True) as bar:
-        futures = {pool.submit(_launch, n, s, out_root, threads, extra): (n, s) for n, s in todo}
+    extra = ["--analysis-images", str(analysis_images)] + (["--set", *overrides] if overrides else [])
+    failures, finished = [], 0
+    with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(runs), initial=len(runs) - len(todo),
+                                                            desc="ablation runs", disable=not progress,
+                                                            dynamic_ncols=True) as bar:
+        futures = {pool.submit(_launch, r, out_root, threads, extra): r for r in todo}
         for future in as_completed(futures):
-            name, seed = futures[future]
+            run = futures[future]
             try:
                 r = future.result()
-                tqdm.write(f"[ablations] {name} seed {seed}: AP {r['AP']:.3f} (AP50 {r['AP50']:.3f}) in {r['seconds']:.0f} s")
+                finished += 1
+                p = r["plateau"]
+                tqdm.write(f"[ablations] {run}: AP {r['AP']:.3f} (at 75 %: {p['AP_75']:.3f}, "
+                           f"{'settled' if p['ok'] else 'NOT settled'}) in {r['seconds']:.0f} s")
+                _log_invocation(results_dir, start, finished)
+                collect_results(runs, out_root, results_dir, with_complexity)
+                if commit:
+                    git_commit_results(results_dir, f"ablations: {run} AP {r['AP']:.3f}")
             except RuntimeError as err:
                 failures.append(str(err))
                 tqdm.write(f"[ablations] {err}")
             bar.update(1)
-    _log_invocation(results_dir, start, len(todo) - len(failures))
-    collect_results(experiments, seeds, out_root, results_dir, with_complexity, backbone)
+    collect_results(runs, out_root, results_dir, with_complexity)
     if failures:
         raise RuntimeError("some runs failed (rerun the command to retry them):\n" + "\n".join(failures))
     return results_dir
 
 
 def _log_invocation(results_dir: Path, start: float, runs: int) -> None:
+    """Record this invocation's wall time so far (updated after every run, so a killed session keeps it)."""
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / "ablations_cpu_timing.json"
     log = json.loads(path.read_text()) if path.is_file() else dict(invocations=[])
-    if runs:
-        log["invocations"].append(dict(started=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start)),
-                                       wall_seconds=round(time.time() - start), runs=runs, cpus=os.cpu_count()))
+    started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start))
+    entry = dict(started=started, wall_seconds=round(time.time() - start), runs=runs, cpus=os.cpu_count(), amp="off")
+    log["invocations"] = [i for i in log.get("invocations", []) if i.get("started") != started] + [entry]
     log["total_wall_seconds"] = sum(i["wall_seconds"] for i in log["invocations"])
+    log["total_runs"] = sum(i["runs"] for i in log["invocations"])
     path.write_text(json.dumps(log, indent=2) + "\n")
 
 
-def collect_results(experiments=None, seeds=SEEDS, out_root: str | Path = RUNS_DIR,
-                    results_dir: str | Path = RESULTS_DIR, with_complexity: bool = True,
-                    backbone: str | Path | None = None) -> pd.DataFrame:
-    """Gather the finished runs into ``results_dir``: ``ablation_runs_cpu.csv`` (one row per run),
-    ``timelapse_cpu.csv``, ``table6_nms_cpu.csv``, ``snapshots_cpu.pt``, and the paper-format tables."""
+def collect_results(runs: list[Run] | None = None, out_root: str | Path = RUNS_DIR,
+                    results_dir: str | Path = RESULTS_DIR, with_complexity: bool = True) -> pd.DataFrame:
+    """Gather the finished runs into ``results_dir``: ``ablation_runs_cpu.csv`` (one row per settled run),
+    ``ap_curves_cpu.csv``, ``unsettled_runs_cpu.csv``, ``timelapse_cpu.csv``, ``table6_nms_cpu.csv``,
+    ``snapshots_cpu.pt``, the paper-format tables and ``verdicts_cpu.csv``."""
     from tood_lib.ablations.tables import write_tables
 
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    rows, timelapse, nms, snapshots = [], [], [], {}
-    for name in experiments or EXPERIMENTS:
-        for seed in seeds:
-            path = run_dir(name, seed, out_root) / "result.json"
-            if not path.is_file():
-                continue
-            r = json.loads(path.read_text())
-            rows.append({k: v for k, v in r.items() if k not in ("timelapse", "nms", "alignment")})
-            if "timelapse" in r:
-                timelapse += [dict(experiment=name, seed=seed, **p) for p in r["timelapse"]]
-                nms.append(dict(experiment=name, seed=seed, **r["nms"], **{f"final_{k}": v for k, v in r["alignment"].items()}))
-                snap = path.parent / "snapshots.pt"
-                if snap.is_file() and seed == min(seeds):
-                    snapshots[name] = torch.load(snap, weights_only=True)
-    runs = pd.DataFrame(rows)
-    runs.to_csv(results_dir / "ablation_runs_cpu.csv", index=False, float_format="%.4f")
+    rows, unsettled, curves, timelapse, nms, snapshots = [], [], [], [], [], {}
+    for run in runs if runs is not None else grid_runs("full"):
+        path = run_dir(run, out_root) / "result.json"
+        if not path.is_file():
+            continue
+        r = json.loads(path.read_text())
+        curves += [dict(dataset=run.dataset, experiment=run.experiment, seed=run.seed, epoch=e, AP=ap) for e, ap in r["ap_curve"]]
+        row = {k: v for k, v in r.items() if k not in ("timelapse", "nms", "alignment", "ap_curve", "plateau")}
+        row.update({f"plateau_{k}": v for k, v in r["plateau"].items()})
+        if not r["plateau"]["ok"]:  # never in a table: its AP measures where training stopped, not where it settled
+            unsettled.append(row)
+            continue
+        rows.append(row)
+        if "nms" in r:
+            nms.append(dict(dataset=run.dataset, experiment=run.experiment, seed=run.seed, **r["nms"],
+                            **{f"final_{k}": v for k, v in r["alignment"].items()}))
+        if "timelapse" in r:
+            timelapse += [dict(dataset=run.dataset, experiment=run.experiment, seed=run.seed, **p) for p in r["timelapse"]]
+            snap = path.parent / "snapshots.pt"
+            if snap.is_file():
+                snapshots.setdefault(run.dataset, {})[run.experiment] = torch.load(snap, weights_only=True)
+    pd.DataFrame(rows).to_csv(results_dir / "ablation_runs_cpu.csv", index=False, float_format="%.4f")
+    pd.DataFrame(unsettled).to_csv(results_dir / "unsettled_runs_cpu.csv", index=False, float_format="%.4f")
+    pd.DataFrame(curves).to_csv(results_dir / "ap_curves_cpu.csv", index=False, float_format="%.4f")
     pd.DataFrame(timelapse).to_csv(results_dir / "timelapse_cpu.csv", index=False, float_format="%.4f")
     pd.DataFrame(nms).to_csv(results_dir / "table6_nms_cpu.csv", index=False, float_format="%.4f")
-    if snapshots:
-        torch.save(snapshots, results_dir / "snapshots_cpu.pt")
-    backbone_stats = Path(backbone or CPU_BACKBONE).with_suffix(".json")
-    if backbone_stats.is_file():
-        (results_dir / "backbone_pretraining_cpu.json").write_text(backbone_stats.read_text())
-    write_tables(results_dir, with_complexity)
-    return runs
+    for dataset, snaps in snapshots.items():
+        torch.save(snaps, results_dir / f"snapshots_{dataset}_cpu.pt")
+    if rows:
+        write_tables(results_dir, with_complexity)
+    return pd.DataFrame(rows)

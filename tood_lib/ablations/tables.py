@@ -85,13 +85,18 @@ def comparison_table(table: int, runs: pd.DataFrame, complexity: pd.DataFrame | 
 
 
 def write_tables(results_dir: str | Path, with_complexity: bool = True) -> dict[int, Path]:
-    """Write ``table{N}_cpu.csv`` for N in 1, 2, 3, 4, 6 from the collected runs in ``results_dir``."""
+    """Write ``table{N}_cpu.csv`` for N in 1, 2, 3, 4, 6 (a ``dataset`` column: one block of rows per
+    built-in data set that ran any of the table's experiments) and ``verdicts_cpu.csv`` (claims.py)
+    from the collected runs in ``results_dir``."""
+    from tood_lib.ablations.claims import verdict_table
+
     results_dir = Path(results_dir)
     runs = pd.read_csv(results_dir / "ablation_runs_cpu.csv")
     nms_path = results_dir / "table6_nms_cpu.csv"
     if nms_path.is_file() and nms_path.stat().st_size > 1:
         nms = pd.read_csv(nms_path).rename(columns={"final_PCC": "PCC", "final_IoU": "IoU"})
-        runs = runs.merge(nms[["experiment", "seed", *TABLE6_COLUMNS]], on=["experiment", "seed"], how="left")
+        runs = runs.merge(nms[["dataset", "experiment", "seed", *TABLE6_COLUMNS]], on=["dataset", "experiment", "seed"],
+                          how="left")
     complexity_path = results_dir / "table1_complexity.csv"
     if with_complexity and not complexity_path.is_file():
         complexity_table().to_csv(complexity_path, index=False, float_format="%.4f")
@@ -99,19 +104,43 @@ def write_tables(results_dir: str | Path, with_complexity: bool = True) -> dict[
     coco_path = results_dir / "ablation_runs_coco.csv"
     coco = pd.read_csv(coco_path) if coco_path.is_file() else None
     written = {}
+    datasets = list(dict.fromkeys(runs["dataset"]))
     for table in TABLES:
+        blocks = []
+        for dataset in datasets:
+            subset = runs[runs["dataset"] == dataset]
+            if not set(subset["experiment"]) & set(PAPER_ROWS[table].values()):
+                continue
+            block = comparison_table(table, subset, complexity, coco)
+            block.insert(0, "dataset", dataset)
+            blocks.append(block)
         path = results_dir / f"table{table}_cpu.csv"
-        comparison_table(table, runs, complexity, coco).to_csv(path, index=False, float_format="%.3f")
-        written[table] = path
+        if blocks:
+            pd.concat(blocks, ignore_index=True).to_csv(path, index=False, float_format="%.3f")
+            written[table] = path
+        else:
+            path.unlink(missing_ok=True)
+    verdicts = pd.concat([verdict_table(runs[runs["dataset"] == d], d) for d in datasets], ignore_index=True)
+    verdicts.to_csv(results_dir / "verdicts_cpu.csv", index=False, float_format="%.4f")
     return written
 
 
-def read_table(table: int, results_dir: str | Path | None = None) -> pd.DataFrame:
-    """A committed comparison table (for the notebooks)."""
+def read_verdicts(results_dir: str | Path | None = None) -> pd.DataFrame:
+    """The committed verdict of every declared claim on each data set (for the notebooks)."""
+    from tood_lib.ablations.runner import RESULTS_DIR
+
+    path = Path(results_dir or RESULTS_DIR) / "verdicts_cpu.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; regenerate the ablations with: bash scripts/ablations.sh")
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def read_table(table: int, results_dir: str | Path | None = None, dataset: str | None = None) -> pd.DataFrame:
+    """A committed comparison table (for the notebooks); ``dataset`` keeps that data set's rows."""
     from tood_lib.ablations.runner import RESULTS_DIR
 
     path = Path(results_dir or RESULTS_DIR) / f"table{table}_cpu.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; regenerate the ablations with: bash scripts/ablations.sh")
-    return pd.read_csv(path, keep_default_na=False, na_values=[""])
-
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    return table if dataset is None else table[table["dataset"] == dataset].reset_index(drop=True)

@@ -84,7 +84,8 @@ def dense_predictions(model, batch) -> list[DensePrediction]:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out = model(batch.images.to(device))
+    features = None if batch.features is None else [f.to(device) for f in batch.features]
+    out = model(batch.images.to(device), backbone_features=features)
     model.train(was_training)
     priors = torch.cat(multilevel_priors(out.feature_sizes, out.strides, device=device))
     valid = valid_prior_mask(out.feature_sizes, out.strides, batch.pad_shapes.to(device))

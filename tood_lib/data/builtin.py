@@ -1,4 +1,8 @@
-"""The built-in data set: synthetic scenes written to disk in COCO format.
+"""The built-in data sets: synthetic scenes written to disk in COCO format.
+
+Two kinds of scenes (``scenes=``): ``"shapes"`` (``synthetic.py``, the default data set: ten
+shape classes on clutter, at ``data/builtin``) and ``"misaligned"`` (``misaligned.py``: the class
+is a small off-centre mark inside a large body that makes the box, at ``data/misaligned``).
 
 It lets the whole COCO pipeline (``CocoDetection``, training, ``evaluate_coco``) run without a
 download, and is small and easy enough for a small TOOD to learn on two CPU cores in minutes.
@@ -25,6 +29,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from tood_lib.data.misaligned import MARKS, draw_misaligned_scene
 from tood_lib.data.synthetic import CLASSES, draw_scene
 
 # Bump whenever draw_scene or the file format changes, so that old builds are regenerated.
@@ -33,11 +38,15 @@ SPLITS = ("train", "val")
 # Image ids (and the numbers in the file names) start here per split, so ids never collide.
 _ID_OFFSET = {"train": 0, "val": 1_000_000}
 _MAX_IMAGES = 1_000_000
+SCENES = {"shapes": CLASSES, "misaligned": MARKS}  # kind of scene -> its class names
+_FOLDER = {"shapes": "builtin", "misaligned": "misaligned"}
 
 
-def default_builtin_root() -> Path:
-    """``<repo>/data/builtin``: next to ``data/coco``, git-ignored."""
-    return Path(__file__).resolve().parents[2] / "data" / "builtin"
+def default_builtin_root(scenes: str = "shapes") -> Path:
+    """``<repo>/data/builtin`` (shapes) or ``<repo>/data/misaligned``: next to ``data/coco``, git-ignored."""
+    if scenes not in SCENES:
+        raise ValueError(f"scenes: expected one of {tuple(SCENES)}, got {scenes!r}")
+    return Path(__file__).resolve().parents[2] / "data" / _FOLDER[scenes]
 
 
 def scene_seed(seed: int, split: str, index: int) -> int:
@@ -45,48 +54,70 @@ def scene_seed(seed: int, split: str, index: int) -> int:
     return (2 * seed + SPLITS.index(split)) * _MAX_IMAGES + index
 
 
-def coco_categories() -> list[dict]:
-    return [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)]
+def coco_categories(scenes: str = "shapes") -> list[dict]:
+    supercategory = "shape" if scenes == "shapes" else "mark"
+    return [{"id": i + 1, "name": name, "supercategory": supercategory} for i, name in enumerate(SCENES[scenes])]
+
+
+def _xywh(box) -> list[float]:
+    # Two decimals: far below a pixel, and short, reproducible JSON.
+    x1, y1, x2, y2 = box
+    return [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]
 
 
 def _split_annotations(split: str, num_images: int, image_size: tuple[int, int], seed: int,
-                       max_objects: int, image_dir: Path | None, progress: bool) -> dict:
+                       max_objects: int, image_dir: Path | None, progress: bool, scenes: str = "shapes") -> dict:
     """Draw the scenes of one split; write their PNGs into image_dir (if given); -> the COCO dict."""
     height, width = image_size
     images, annotations = [], []
-    for index in tqdm(range(num_images), desc=f"built-in {split}", unit="img", disable=not progress):
+    for index in tqdm(range(num_images), desc=f"built-in {scenes} {split}", unit="img", disable=not progress):
         image_id = _ID_OFFSET[split] + index + 1
         file_name = f"{image_id:012d}.png"
         seed_i = scene_seed(seed, split, index)
-        pixels, boxes, labels = draw_scene(seed_i, size=image_size, max_objects=max_objects)
+        if scenes == "shapes":
+            pixels, boxes, labels = draw_scene(seed_i, size=image_size, max_objects=max_objects)
+            marks = None
+        else:
+            pixels, boxes, labels, marks = draw_misaligned_scene(seed_i, size=image_size, max_objects=max_objects)
         if image_dir is not None:
             Image.fromarray(pixels).save(image_dir / file_name, format="PNG", compress_level=1)
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width,
                        "scene_seed": seed_i})
-        for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist()):
-            # Two decimals: far below a pixel, and short, reproducible JSON.
-            x, y, w, h = round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label + 1,
-                                "bbox": [x, y, w, h], "area": round(w * h, 2), "iscrowd": 0})
-    return {"images": images, "annotations": annotations, "categories": coco_categories()}
+        for j, (box, label) in enumerate(zip(boxes.tolist(), labels.tolist())):
+            x, y, w, h = _xywh(box)
+            annotation = {"id": len(annotations) + 1, "image_id": image_id, "category_id": label + 1,
+                          "bbox": [x, y, w, h], "area": round(w * h, 2), "iscrowd": 0}
+            if marks is not None:  # where the class-deciding mark is (for the analyses)
+                annotation["mark_bbox"] = _xywh(marks[j].tolist())
+            annotations.append(annotation)
+    return {"images": images, "annotations": annotations, "categories": coco_categories(scenes)}
 
 
 def build_builtin_dataset(root: str | Path | None = None, num_train: int = 1000, num_val: int = 200,
-                          image_size: tuple[int, int] = (320, 320), seed: int = 0, max_objects: int = 6,
-                          force: bool = False, progress: bool = True) -> Path:
-    """Write the built-in data set under ``root`` (default ``<repo>/data/builtin``); -> its path.
+                          image_size: tuple[int, int] = (320, 320), seed: int = 0, max_objects: int | None = None,
+                          force: bool = False, progress: bool = True, scenes: str = "shapes") -> Path:
+    """Write a built-in data set under ``root`` (default ``default_builtin_root(scenes)``); -> its path.
+
+    ``scenes``: "shapes" (the default data set) or "misaligned" (see the module docstring);
+    ``max_objects`` defaults to 6 shapes or 4 marked bodies per image.
 
     Skipped when ``root/manifest.json`` records the same parameters (unless ``force``). The set is
     built in a temporary folder next to ``root`` and renamed into place at the end, so an
     interrupted build never leaves a half data set behind. A ``root`` that exists without our
     manifest is not ours to delete: that raises ``FileExistsError`` unless ``force``.
     """
-    root = Path(root) if root is not None else default_builtin_root()
+    if scenes not in SCENES:
+        raise ValueError(f"scenes: expected one of {tuple(SCENES)}, got {scenes!r}")
+    root = Path(root) if root is not None else default_builtin_root(scenes)
+    if max_objects is None:
+        max_objects = 6 if scenes == "shapes" else 4
     if not (0 <= num_train < _MAX_IMAGES and 0 <= num_val < _MAX_IMAGES):
         raise ValueError(f"num_train and num_val must be in 0..{_MAX_IMAGES - 1}, got {num_train}, {num_val}")
     manifest = {"generator_version": GENERATOR_VERSION, "num_train": num_train, "num_val": num_val,
                 "image_size": list(image_size), "seed": seed, "max_objects": max_objects,
-                "classes": list(CLASSES)}
+                "classes": list(SCENES[scenes])}
+    if scenes != "shapes":  # the shapes manifest stays as it was, so existing builds are not redone
+        manifest["scenes"] = scenes
     manifest_path = root / "manifest.json"
     if root.exists() and not force:
         if not manifest_path.is_file():
@@ -106,7 +137,7 @@ def build_builtin_dataset(root: str | Path | None = None, num_train: int = 1000,
         for split, num in zip(SPLITS, (num_train, num_val)):
             image_dir = tmp / f"{split}2017"
             image_dir.mkdir()
-            coco = _split_annotations(split, num, image_size, seed, max_objects, image_dir, progress)
+            coco = _split_annotations(split, num, image_size, seed, max_objects, image_dir, progress, scenes)
             (tmp / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(coco, separators=(",", ":")))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))  # last: marks the build complete
         if root.exists():  # an older build (or force): move it aside first, then delete it

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from tood_lib.batch import Batch, make_batch
 from tood_lib.config import DataConfig
-from tood_lib.data.transforms import resize_and_normalize, to_tensor_image
+from tood_lib.data.transforms import rescale_size, resize_and_normalize, to_tensor_image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ("train", "val")
@@ -169,6 +169,7 @@ class CocoDetection(torch.utils.data.Dataset):
         self.class_names = [self.coco.cats[c]["name"] for c in self.cat_ids]
         self._label_of = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
         self.epoch = 0
+        self.features = None  # a FeatureCache (engine/feature_cache.py): items then carry backbone features
 
         self.image_ids = list(self.report.usable_image_ids)
         self._targets = [self._parse_annotations(image_id) for image_id in self.image_ids]
@@ -226,6 +227,15 @@ class CocoDetection(torch.utils.data.Dataset):
         flip = bool(rng.random() < cfg.flip_prob)
         return scale, flip
 
+    def attach_features(self, cache) -> None:
+        """From now on every item carries ``features``, the cached backbone outputs of its image as
+        augmented (flipped or not), C3..C5 each (C, H, W), and the image file is no longer read: its
+        ``image`` is a NaN placeholder of the right size (the detector uses the features instead, see
+        engine/feature_cache.py; anything that ran the backbone on the placeholder would get NaN)."""
+        if len(cache) != len(self):
+            raise ValueError(f"the feature cache {cache.path} has {len(cache)} images, the {self.split} split {len(self)}")
+        self.features = cache
+
     def file_path(self, index: int) -> Path:
         return self.image_dir / self.coco.imgs[self.image_ids[index]]["file_name"]
 
@@ -243,26 +253,37 @@ class CocoDetection(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
+        if self.features is not None:  # the backbone's outputs are cached: the pixels are not needed
+            return self._transform(index, None)
         return self._transform(index, self._read_image(index))
 
-    def _transform(self, index: int, image: Image.Image) -> dict:
+    def _transform(self, index: int, image: Image.Image | None) -> dict:
+        """The pipeline for item ``index``; ``image=None`` (cached features) gives a NaN placeholder image."""
         image_id = self.image_ids[index]
         info = self.coco.imgs[image_id]
-        width, height = image.size
+        width, height = image.size if image is not None else (info["width"], info["height"])
         if (height, width) != (info["height"], info["width"]):  # only possible with check_images=False
             raise UnreadableImageError(f"{self.file_path(index)} (image {image_id}) decodes to {width}x{height} but "
                                        f"its annotation says {info['width']}x{info['height']}; its boxes' frame is unknown")
         scale, flip = self.augmentation(index)
         cfg = self.data_cfg
-        tensor, sx, sy = resize_and_normalize(to_tensor_image(image), scale, cfg.mean, cfg.std)
+        if image is not None:
+            tensor, sx, sy = resize_and_normalize(to_tensor_image(image), scale, cfg.mean, cfg.std)
+            new_h, new_w = tensor.shape[1:]
+        else:
+            new_h, new_w = rescale_size(height, width, scale)
+            # NaN, not zeros: a model that ran its backbone on this placeholder would say so loudly
+            tensor, sx, sy = torch.full((3, new_h, new_w), float("nan")), new_w / width, new_h / height
         boxes = torch.from_numpy(self._targets[index][0]) * torch.tensor([sx, sy, sx, sy])
-        new_h, new_w = tensor.shape[1:]
         if flip:
             tensor = tensor.flip(-1)
             boxes = torch.stack((new_w - boxes[:, 2], boxes[:, 1], new_w - boxes[:, 0], boxes[:, 3]), dim=1)
-        return {"image": tensor, "boxes": boxes, "labels": torch.tensor(self._targets[index][1]),
+        item = {"image": tensor, "boxes": boxes, "labels": torch.tensor(self._targets[index][1]),
                 "image_id": image_id, "original_size": (height, width), "image_size": (new_h, new_w),
                 "scale_factor": (sx, sy), "flipped": flip, "file_name": info["file_name"]}
+        if self.features is not None:
+            item["features"] = self.features.lookup(index, flip)
+        return item
 
     def collate(self, items: list[dict]) -> tuple[Batch, list[dict]]:
         """``collate`` with this data set's ``data_cfg.size_divisor``."""
@@ -280,5 +301,7 @@ def collate(items: list[dict], size_divisor: int = 32) -> tuple[Batch, list[dict
     batch = make_batch([it["image"] for it in items], [it["boxes"] for it in items],
                        [it["labels"] for it in items], [it["original_size"] for it in items],
                        size_divisor=size_divisor)
-    metas = [{k: v for k, v in it.items() if k not in ("image", "boxes", "labels")} for it in items]
+    if "features" in items[0]:  # cached backbone outputs (fixed-size images only: no padding to match)
+        batch.features = [torch.stack(level) for level in zip(*(it["features"] for it in items))]
+    metas = [{k: v for k, v in it.items() if k not in ("image", "boxes", "labels", "features")} for it in items]
     return batch, metas

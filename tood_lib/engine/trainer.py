@@ -90,13 +90,18 @@ class Trainer:
             on_epoch_end(trainer, record), on_eval(trainer, result), on_train_end(trainer).
         load_backbone_weights: load the recipe's ImageNet weights (default: if it names any).
         eval_every: evaluate on the val split every N epochs (0: only at the end).
+        eval_epochs: also evaluate after these epochs (1-based).
+        feature_cache: a folder of cached backbone features, ``train.pt`` and ``val.pt``
+            (engine/feature_cache.py; built there if missing): training and evaluation then skip the
+            backbone, which must be fully frozen.
     """
 
     def __init__(self, cfg: Config, data_root, out_dir, *, images_per_process: int | None = None,
                  accumulate: int = 1, scale_lr: bool = True, amp: str = "auto", device: str | None = None,
                  seed: int = 0, num_workers: int = 0, checkpoint_every: int = 0, max_steps: int | None = None,
                  deterministic: bool = False, callbacks=(), load_backbone_weights: bool | None = None,
-                 eval_every: int = 0, evaluate_at_end: bool = True, progress: bool = True):
+                 eval_every: int = 0, evaluate_at_end: bool = True, progress: bool = True,
+                 feature_cache: str | Path | None = None, eval_epochs=()):
         from tood_lib.data.coco import CocoDetection
 
         self.cfg, self.out_dir = cfg, Path(out_dir)
@@ -108,6 +113,7 @@ class Trainer:
         self.seed, self.num_workers, self.accumulate = seed, num_workers, accumulate
         self.checkpoint_every, self.max_steps, self.callbacks = checkpoint_every, max_steps, list(callbacks)
         self.eval_every, self.evaluate_at_end, self.progress = eval_every, evaluate_at_end, progress
+        self.eval_epochs = {int(e) for e in eval_epochs}
         if deterministic:
             torch.use_deterministic_algorithms(True)
         self._seed_everything(seed)
@@ -121,7 +127,7 @@ class Trainer:
                                        max_images=cfg.data.train_images)
         # The val split is checked now, so that a broken one stops the run before training, not after.
         val_file = self.data_root / "annotations" / "instances_val2017.json"
-        needs_val = evaluate_at_end or eval_every > 0
+        needs_val = evaluate_at_end or eval_every > 0 or bool(eval_epochs)
         self.val_set = (CocoDetection(self.data_root, "val", cfg.data, train=False)
                         if needs_val or val_file.exists() else None)
         if len(self.train_set) < self.per_process * self.world * accumulate:
@@ -147,6 +153,16 @@ class Trainer:
         if self.distributed:  # rank 0 may have loaded ImageNet weights: everyone starts from its copy
             for tensor in self.model.state_dict().values():
                 torch.distributed.broadcast(tensor, src=0)
+        if feature_cache is not None:  # after the broadcast: every rank caches the same weights' features
+            from tood_lib.engine.feature_cache import cached_training_features
+
+            splits = [self.train_set] + ([self.val_set] if self.val_set is not None else [])
+            for rank_turn in (True, False):  # rank 0 builds the files, then the others read them
+                if self.is_main == rank_turn:
+                    for dataset in splits:
+                        cached_training_features(self.model.backbone, dataset, Path(feature_cache) / f"{dataset.split}.pt",
+                                                 progress=progress and self.is_main)
+                barrier()
         self.loss_module = _LossModule(self.model)
         if self.distributed:
             if self.is_main:
@@ -263,7 +279,8 @@ class Trainer:
                 self.save(self.out_dir / "last.pth")
                 self.save(self.out_dir / f"epoch_{epoch_done + 1}.pth")
                 record = dict(kind="epoch", epoch=epoch_done + 1, step=self.state.global_step)
-                if self.eval_every and (epoch_done + 1) % self.eval_every == 0 and epoch_done + 1 < epochs:
+                due = (self.eval_every and (epoch_done + 1) % self.eval_every == 0) or epoch_done + 1 in self.eval_epochs
+                if due and epoch_done + 1 < epochs:
                     record["box_ap"] = self.evaluate().box_ap if self.is_main else None
                 if self.is_main:
                     self._log(record)

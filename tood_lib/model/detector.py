@@ -42,16 +42,27 @@ class TOOD(nn.Module):
         # Evaluation refuses a data set whose categories differ (see engine/inference.py).
         self.categories: list[dict] | None = None
 
-    def forward(self, images: Tensor, return_internals: bool = False) -> HeadOutput:
-        """images (B, 3, H, W), H and W multiples of 32 -> HeadOutput (per-level scores and boxes)."""
+    def forward(self, images: Tensor, return_internals: bool = False,
+                backbone_features: list[Tensor] | None = None) -> HeadOutput:
+        """images (B, 3, H, W), H and W multiples of 32 -> HeadOutput (per-level scores and boxes).
+
+        ``backbone_features``: C3..C5 of these images computed beforehand by this (frozen) backbone;
+        the backbone is then skipped (engine/feature_cache.py)."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"TOOD: expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
-        features = self.neck(self.backbone(images))
+        if backbone_features is None:
+            # Items of a data set with cached features carry NaN placeholder images (data/coco.py).
+            # (Checked on the CPU only, where it costs nothing; on a GPU it would force a sync.)
+            if images.device.type == "cpu" and torch.isnan(images).any():
+                raise ValueError("TOOD: the images are NaN: placeholders of a data set whose backbone features are "
+                                 "cached; pass backbone_features=batch.features (or read the images)")
+            backbone_features = self.backbone(images)
+        features = self.neck(backbone_features)
         return self.head(features, return_internals=return_internals)
 
     def loss(self, batch: Batch, epoch: int | None = None, return_assignment: bool = False):
         """Losses of a batch (dict; backprop the sum of the ``loss_*`` entries, see :func:`total_loss`)."""
-        out = self(batch.images)
+        out = self(batch.images, backbone_features=batch.features)
         losses, assignment = compute_losses(out, batch, self.cfg.tal, self.epoch if epoch is None else epoch)
         return (losses, assignment) if return_assignment else losses
 
@@ -61,7 +72,7 @@ class TOOD(nn.Module):
 
         Keyword overrides replace the test config (nms_pre, score_thr, iou_thr, max_per_img).
         """
-        out = self(batch.images)
+        out = self(batch.images, backbone_features=batch.features)
         test = {**self.cfg.test.__dict__, **overrides}
         return postprocess(out, batch.image_sizes, batch.original_sizes, **test)
 

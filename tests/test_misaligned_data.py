@@ -1,0 +1,77 @@
+"""The misalignment data set (data/misaligned.py): the class is a small off-centre mark, the box the body."""
+import json
+
+import numpy as np
+import pytest
+
+from tood_lib.data.builtin import build_builtin_dataset
+from tood_lib.data.check import check_split
+from tood_lib.data.coco import CocoDetection
+from tood_lib.data.misaligned import MARKS, draw_misaligned_scene
+from tood_lib.data.synthetic import shape_mask
+
+SEEDS = range(40)
+
+
+def test_scenes_are_deterministic():
+    a, b = draw_misaligned_scene(7), draw_misaligned_scene(7)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(draw_misaligned_scene(8)[0], a[0])
+
+
+def test_marks_sit_off_centre_inside_non_overlapping_bodies():
+    offsets = []
+    for seed in SEEDS:
+        image, bodies, labels, marks = draw_misaligned_scene(seed)
+        assert len(bodies) == len(labels) == len(marks) >= 1 and set(labels.tolist()) <= set(range(len(MARKS)))
+        for i, (body, mark) in enumerate(zip(bodies, marks)):
+            assert body[0] <= mark[0] and body[1] <= mark[1] and mark[2] <= body[2] and mark[3] <= body[3]
+            w, h = body[2] - body[0], body[3] - body[1]
+            side = mark[2] - mark[0]
+            assert 0.25 * min(w, h) <= side <= 0.35 * min(w, h)
+            # how far the mark's centre is from the body's centre, in units of the body's half-size
+            dx = abs((mark[0] + mark[2]) / 2 - (body[0] + body[2]) / 2) / (w / 2)
+            dy = abs((mark[1] + mark[3]) / 2 - (body[1] + body[3]) / 2) / (h / 2)
+            offsets.append(max(dx, dy))
+            for other in bodies[i + 1:]:
+                assert body[2] <= other[0] or other[2] <= body[0] or body[3] <= other[1] or other[3] <= body[1]
+    assert min(offsets) > 0.2 and np.median(offsets) > 0.3  # the mark is never at the centre
+
+
+def test_the_mark_is_painted_in_one_colour_unlike_its_body():
+    for seed in SEEDS:
+        image, bodies, labels, marks = draw_misaligned_scene(seed)
+        for body, label, mark in zip(bodies, labels, marks):
+            mask = shape_mask(MARKS[label], tuple(mark.tolist()), image.shape[:2])
+            colours = np.unique(image[mask], axis=0)
+            assert len(colours) == 1, f"seed {seed}: the mark is covered"
+            centre = image[int((body[1] + body[3]) / 2), int((body[0] + body[2]) / 2)]
+            if not mask[int((body[1] + body[3]) / 2), int((body[0] + body[2]) / 2)]:
+                assert np.abs(colours[0].astype(int) - centre.astype(int)).max() >= 60
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return build_builtin_dataset(tmp_path_factory.mktemp("mis") / "misaligned", num_train=12, num_val=6,
+                                 scenes="misaligned", progress=False)
+
+
+def test_written_as_coco_with_mark_boxes(root):
+    data = json.loads((root / "annotations" / "instances_val2017.json").read_text())
+    assert [c["name"] for c in data["categories"]] == list(MARKS)
+    first = data["images"][0]
+    image, bodies, labels, marks = draw_misaligned_scene(first["scene_seed"])
+    anns = [a for a in data["annotations"] if a["image_id"] == first["id"]]
+    assert [a["category_id"] - 1 for a in anns] == labels.tolist()
+    x, y, w, h = anns[0]["mark_bbox"]
+    assert [x, y, x + w, y + h] == pytest.approx(marks[0].tolist(), abs=0.01)
+    assert json.loads((root / "manifest.json").read_text())["scenes"] == "misaligned"
+    report = check_split(root, "train", progress=False)
+    assert not [f for f in report.findings.values() if f.policy != "ignore"]
+    dataset = CocoDetection(root, "train", verbose=False)
+    assert dataset.class_names == list(MARKS) and len(dataset) == 12
+
+
+def test_unknown_scene_kind_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="scenes"):
+        build_builtin_dataset(tmp_path / "x", scenes="nope")
