@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate every CPU-scale ablation result (results/) and the notebooks that read them (05, 06):
-# pretrain the shape backbone once, train the grid (2 seeds, two runs at a time), collect the tables.
-# Resumable: finished runs (runs/ablations/cpu/<experiment>/seed<k>/result.json) are never redone.
-# About 1.5-2 hours on 2 CPU cores. Usage: bash scripts/ablations.sh [--all] [--seeds 0 1 2]
+# cache the frozen backbone's features, train the core grid (two runs at a time), collect tables and verdicts.
+# Resumable: finished runs (runs/ablations/cpu/<dataset>/<experiment>/seed<k>/result.json) are never redone.
+# About 2.5 hours on 2 CPU cores. Usage: bash scripts/ablations.sh [--grid full] [--commit]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/bootstrap.sh" "dev,notebooks"

@@ -1,33 +1,32 @@
-"""Reading the ablation tables: the trend verdicts, the side-by-side strings and the plots, on hand-made tables."""
+"""Reading the ablation tables: the verdict display, the AP curves, the side-by-side strings and the plots, on hand-made tables."""
 import math
 
 import matplotlib
 import pandas as pd
 import pytest
 
-from tood_lib.ablations.report import plot_exponent_grid, plot_paper_vs_ours, plot_table6, side_by_side, trend_check
+from tood_lib.ablations.report import (plot_ap_curves, plot_exponent_grid, plot_paper_vs_ours, plot_table6, side_by_side,
+                                      verdict_display)
 
 matplotlib.use("Agg")
 
 
-def table(rows):
-    return pd.DataFrame(rows, columns=["experiment", "paper_AP", "cpu_AP", "cpu_AP_std", "cpu_seeds"])
-
-
-@pytest.mark.parametrize("ours, stds, verdict", [
-    ((5.0, 7.0), (0.5, 0.5), "reproduced"),                        # +2 against the paper's +1, spread 0.5
-    ((5.0, 5.3), (0.5, 0.4), "same sign, within seed noise"),
-    ((5.0, 4.8), (0.5, 0.1), "opposite sign, within seed noise"),
-    ((5.0, 3.0), (0.5, 0.5), "not reproduced"),
-    ((5.0, 7.0), (math.nan, math.nan), "reproduced (one seed: no spread)"),
-    ((5.0, math.nan), (0.5, math.nan), "not run"),
-])
-def test_trend_verdicts(ours, stds, verdict):
-    t = table([("base", 40.0, ours[0], stds[0], 2), ("variant", 41.0, ours[1], stds[1], 2)])
-    row = trend_check(t, 1, [("base", "variant")]).iloc[0]
-    assert row["verdict"] == verdict and row["paper Δ"] == 1.0
-    if not math.isnan(ours[1]):
-        assert row["ours Δ"] == pytest.approx(ours[1] - ours[0])
+def test_verdict_display_and_ap_curves():
+    verdicts = pd.DataFrame([
+        dict(dataset="shapes", table=1, statement="T-Head > parallel", metric="AP", paper_delta=1.9, delta=2.345,
+             se=0.5, seeds=3, verdict="reproduced"),
+        dict(dataset="shapes", table=6, statement="PCC up", metric="PCC", paper_delta=0.032, delta=-0.01234, se=0.002,
+             seeds=5, verdict="reversed"),
+        dict(dataset="misaligned", table=0, statement="M adds AP", metric="AP", paper_delta=math.nan, delta=math.nan,
+             se=math.nan, seeds=0, verdict="not run")])
+    shown = verdict_display(verdicts)
+    assert shown["ours Δ ± SE"].tolist() == ["+2.35 ± 0.50 (3 seeds)", "-0.012 ± 0.002 (5 seeds)", "—"]
+    assert shown["paper Δ"].tolist() == ["+1.9", "+0.032", "—"] and shown["table"].tolist() == ["T1", "T6", "—"]
+    curves = pd.DataFrame([dict(dataset="shapes", experiment=e, seed=s, epoch=ep, AP=0.1 * ep + 0.01 * s)
+                           for e in ("a", "b") for s in range(3) for ep in (3, 6, 9, 12)])
+    fig = plot_ap_curves(curves, {"a": "model a", "b": "model b", "c": "absent"}, "shapes", 12)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["model a (3 seeds)", "model b (3 seeds)"]
 
 
 def test_side_by_side_strings_and_plots():

@@ -77,3 +77,34 @@ def test_analysed_run_has_time_lapse_and_table6(tmp_path):
     assert table6.at["tood", "cpu_correct"] == record["nms"]["correct"]
     assert table6.at["tood", "cpu_PCC"] == pytest.approx(record["alignment"]["PCC"], abs=1e-3)
     assert set(torch.load(tmp_path / "results" / "snapshots_shapes_cpu.pt", weights_only=True)) == {"tood"}
+
+
+def test_finetune_mode_trains_the_backbone_without_a_cache(tmp_path):
+    from tood_lib.config import build_model
+    from tood_lib.ablations.grid import experiment_config
+
+    run = Run("shapes", "atss_parallel", 0)
+    record = run_experiment(run, tmp_path, progress=False, overrides=TINY, finetune=True)
+    assert record["backbone"].startswith("fine-tuned") and "nms" not in record
+    assert not feature_dir("shapes", tmp_path).exists()
+    config = json.loads((run_dir(run, tmp_path) / "config.json").read_text())
+    assert config["model"]["frozen_stages"] == 1
+    start = build_model(experiment_config("atss_parallel", "cpu"), load_backbone_weights=True).backbone.state_dict()
+    trained = torch.load(run_dir(run, tmp_path) / "last.pth", weights_only=True)["model"]
+    assert not torch.equal(trained["backbone.layer2.0.conv1.weight"], start["layer2.0.conv1.weight"])
+    assert torch.equal(trained["backbone.conv1.weight"], start["conv1.weight"])  # the stem stays frozen
+
+
+def test_finetune_check_compares_the_rankings(tmp_path):
+    from tood_lib.ablations.runner import finetune_check
+
+    def rows(deltas):
+        return pd.DataFrame([dict(dataset="shapes", experiment=e, seed=s, AP=0.40 + d * (e != "atss_parallel") + 0.01 * s)
+                             for e, d in deltas.items() for s in range(3)])
+    (tmp_path / "frozen").mkdir()
+    (tmp_path / "tuned").mkdir()
+    rows(dict(atss_parallel=0, tood=0.03, tal_parallel=-0.02)).to_csv(tmp_path / "frozen" / "ablation_runs_cpu.csv")
+    rows(dict(atss_parallel=0, tood=0.05, tal_parallel=0.01)).to_csv(tmp_path / "tuned" / "ablation_runs_cpu.csv")
+    check = finetune_check(tmp_path / "frozen", tmp_path / "tuned").set_index("variant")
+    assert check.at["tood", "same_ranking"] and not check.at["tal_parallel", "same_ranking"]
+    assert check.at["tood", "frozen_delta"] == pytest.approx(3.0) and check.at["tood", "finetuned_delta"] == pytest.approx(5.0)

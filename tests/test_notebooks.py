@@ -20,7 +20,8 @@ NOTEBOOKS = list_notebooks()
 
 def test_the_series_is_there():
     names = [nb.name for nb in NOTEBOOKS]
-    for expected in ("00_quickstart.ipynb", "01_t_head_internals.ipynb", "02_alignment_metric.ipynb",
+    assert names.index("00b_prerequisites.ipynb") == names.index("00_quickstart.ipynb") + 1
+    for expected in ("00_quickstart.ipynb", "00b_prerequisites.ipynb", "01_t_head_internals.ipynb", "02_alignment_metric.ipynb",
                      "03_anchor_assignment.ipynb", "04_training_on_coco.ipynb", "05_ablations.ipynb",
                      "06_qualitative_figures.ipynb"):
         assert expected in names

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -137,8 +138,17 @@ def _ablations(args) -> None:
         if len(args.experiments) != 1:
             raise ValueError("run-one takes exactly one experiment name")
         run = runner.Run(args.dataset, args.experiments[0], args.seed)
-        record = runner.run_experiment(run, out_root, overrides=args.set, analysis_images=args.analysis_images)
+        record = runner.run_experiment(run, out_root, overrides=args.set, analysis_images=args.analysis_images,
+                                       finetune=args.finetune)
         print(f"box AP: {record['AP']:.3f}")
+    elif args.action == "finetune-check":
+        # the frozen protocol's pairs again with the backbone fine-tuned (official freezing), shapes data set
+        tuned = Path(args.results or runner.RESULTS_DIR) / "finetune"
+        names = sorted({e for pair in runner.FINETUNE_PAIRS for e in pair})
+        check = [runner.Run("shapes", e, s) for e in names for s in runner.FINETUNE_SEEDS]
+        runner.run_grid(check, jobs=args.jobs, out_root=args.out_root or runner.FINETUNE_RUNS_DIR, results_dir=tuned,
+                        with_complexity=False, commit=args.commit, finetune=True)
+        print(runner.finetune_check(results, tuned).to_string(index=False))
     elif args.action == "tables":
         runner.collect_results(runs, out_root, results)
         print(f"[ablations] tables written to {results}")
@@ -278,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--deterministic", action="store_true")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
     ab = sub.add_parser("ablations", help="the paper's ablation grid: run it at CPU scale, build tables, write COCO configs")
-    ab.add_argument("action", nargs="?", default="run", choices=("run", "run-one", "tables", "write-configs", "list"))
+    ab.add_argument("action", nargs="?", default="run", choices=("run", "run-one", "tables", "finetune-check", "write-configs", "list"))
     ab.add_argument("experiments", nargs="*", help="experiment names (default: every experiment of --grid)")
     ab.add_argument("--grid", default="core", choices=("core", "full"),
                     help="core: the declared core claims on both data sets (about 2.5 h on 2 cores); full: also the "
@@ -294,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("--set", nargs="*", metavar="SECTION.FIELD=VALUE", help="overrides on top of the CPU recipe")
     ab.add_argument("--analysis-images", type=int, default=100, help="val images behind each time-lapse point")
     ab.add_argument("--commit", action="store_true", help="git-commit results/ after every finished run")
+    ab.add_argument("--finetune", action="store_true", help="run-one: train the backbone too (the fine-tuning check)")
     pb = sub.add_parser("pretrain-backbone", help="make the small preset's shape-pretrained ResNet-18 again (about 5 min)")
     pb.add_argument("--out", default=None, help="default: weights/resnet18_builtin_shapes.pth (the shipped file)")
     cd = sub.add_parser("check-data", help="check a COCO-format data set: ids, categories, boxes, image files")

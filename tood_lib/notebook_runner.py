@@ -19,8 +19,9 @@ _SAVE_CALL = re.compile(r"""save_figure\(\s*[^,]+,\s*["']([^"']+)["']""")
 
 
 def list_notebooks(directory: str | Path = NOTEBOOKS_DIR) -> list[Path]:
-    """The series, in order: ``NN_name.ipynb`` files."""
-    return sorted(p for p in Path(directory).glob("[0-9][0-9]_*.ipynb"))
+    """The series, in order: ``NN_name.ipynb`` files, and ``NNb_name.ipynb`` for one that goes between
+    NN and NN+1 (``00b_prerequisites`` after the quickstart, before 01)."""
+    return sorted(p for p in Path(directory).glob("[0-9][0-9]*_*.ipynb") if re.fullmatch(r"\d\d[a-z]?", p.stem.split("_")[0]))
 
 
 def figure_names(notebook) -> list[str]:

@@ -137,9 +137,10 @@ def load_run_model(run_dir: str | Path, epoch: int | None = None, device: str = 
     return load_model(checkpoints[epoch], device=device)
 
 
-def builtin_val_set(cfg):
-    """The built-in data's validation split, transformed as the model expects (no flips)."""
+def builtin_val_set(cfg, scenes: str = "shapes"):
+    """A built-in data set's validation split (``scenes``: "shapes" or "misaligned"), transformed as
+    the model expects (no flips)."""
     from tood_lib.data.builtin import build_builtin_dataset
     from tood_lib.data.coco import CocoDetection
 
-    return CocoDetection(build_builtin_dataset(), "val", cfg.data, train=False)
+    return CocoDetection(build_builtin_dataset(scenes=scenes), "val", cfg.data, train=False)

@@ -43,37 +43,92 @@ def side_by_side(table: pd.DataFrame, number: int, columns=("AP", "AP50", "AP75"
     return out
 
 
-def trend_check(table: pd.DataFrame, number: int, pairs: list[tuple[str, str]], column: str = "AP") -> pd.DataFrame:
-    """For each (baseline, variant) pair of experiments: the paper's change of ``column``, ours, and
-    whether ours goes the same way by more than the seed noise (the larger of the two seeds' spreads)."""
-    t = table.set_index("experiment")
+def grid_status(results_dir=None) -> pd.DataFrame:
+    """How much of each grid is in ``results_dir``: per (grid, data set) runs declared, settled, unsettled,
+    missing; with the wall time spent so far."""
+    import json
+    from pathlib import Path
+
+    from tood_lib.ablations.runner import RESULTS_DIR, grid_runs
+
+    results_dir = Path(results_dir or RESULTS_DIR)
+    def keys(name):
+        path = results_dir / name
+        if not path.is_file() or path.stat().st_size < 2:
+            return set()
+        frame = pd.read_csv(path)
+        return set(zip(frame["dataset"], frame["experiment"], frame["seed"])) if len(frame) else set()
+    settled, unsettled = keys("ablation_runs_cpu.csv"), keys("unsettled_runs_cpu.csv")
     rows = []
-    for base, variant in pairs:
-        paper = float(t.at[variant, f"paper_{column}"]) - float(t.at[base, f"paper_{column}"])
-        ours = float(t.at[variant, f"cpu_{column}"]) - float(t.at[base, f"cpu_{column}"])
-        noise = max(float(t.at[variant, f"cpu_{column}_std"]), float(t.at[base, f"cpu_{column}_std"]))
-        one_seed = math.isnan(noise)
-        noise = 0.0 if one_seed else noise
-        if math.isnan(ours):
-            verdict = "not run"
-        elif np.sign(ours) == np.sign(paper) and abs(ours) > noise:
-            verdict = "reproduced"
-        elif np.sign(ours) == np.sign(paper):
-            verdict = "same sign, within seed noise"
-        elif abs(ours) <= noise:
-            verdict = "opposite sign, within seed noise"
-        else:
-            verdict = "not reproduced"
-        if one_seed and not math.isnan(ours):
-            verdict += " (one seed: no spread)"
-        digits = 3 if column in ("PCC", "IoU") else 2
-        rows.append({"baseline": base, "variant": variant, "metric": column, "paper Δ": round(paper, digits),
-                     "ours Δ": round(ours, digits), "seed noise (std)": round(noise, digits), "verdict": verdict})
-    return pd.DataFrame(rows)
+    for grid in ("core", "full"):
+        for dataset in ("shapes", "misaligned"):
+            declared = {(r.dataset, r.experiment, r.seed) for r in grid_runs(grid) if r.dataset == dataset}
+            rows.append(dict(grid=grid, dataset=dataset, declared=len(declared), settled=len(declared & settled),
+                             unsettled=len(declared & unsettled), missing=len(declared - settled - unsettled)))
+    out = pd.DataFrame(rows)
+    timing = results_dir / "ablations_cpu_timing.json"
+    out.attrs["wall_minutes"] = (json.loads(timing.read_text())["total_wall_seconds"] / 60) if timing.is_file() else float("nan")
+    return out
+
+
+def verdict_display(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The verdict table for reading: claim, paper Δ, ours Δ ± SE (seeds), verdict; one block per data set."""
+    def fmt(row):
+        if row["verdict"] == "not run" or pd.isna(row["delta"]):
+            return "—"
+        digits = 3 if row["metric"] in ("PCC", "IoU") else 0 if row["metric"] in ("redundant", "error") else 2
+        se = "" if pd.isna(row["se"]) else f" ± {row['se']:.{digits}f}"
+        return f"{row['delta']:+.{digits}f}{se} ({int(row['seeds'])} seeds)"
+    def paper(row):
+        if pd.isna(row["paper_delta"]):
+            return "—"
+        digits = 3 if row["metric"] in ("PCC", "IoU") else 0 if row["metric"] in ("redundant", "error") else 1
+        return f"{row['paper_delta']:+.{digits}f}"
+    out = pd.DataFrame({"data set": verdicts["dataset"], "table": verdicts["table"].map(lambda t: f"T{t}" if t else "—"),
+                        "claim": verdicts["statement"], "metric": verdicts["metric"],
+                        "paper Δ": verdicts.apply(paper, axis=1), "ours Δ ± SE": verdicts.apply(fmt, axis=1),
+                        "verdict": verdicts["verdict"]})
+    return out
+
+
+def plot_ap_curves(curves: pd.DataFrame, experiments: dict[str, str], dataset: str, epochs: int, fraction: float = 0.75):
+    """AP against the epoch for each experiment on one data set (mean over seeds, band: the seeds'
+    range), with the 75 % mark of the plateau rule."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    colours = plt.get_cmap("tab10").colors
+    data = curves[curves["dataset"] == dataset]
+    for i, (experiment, label) in enumerate(experiments.items()):
+        rows = data[data["experiment"] == experiment]
+        if rows.empty:
+            continue
+        stats = rows.groupby("epoch")["AP"].agg(["mean", "min", "max", "count"])
+        seeds = rows["seed"].nunique()
+        ax.plot(stats.index, stats["mean"], marker="o", color=colours[i % 10], label=f"{label} ({seeds} seeds)")
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=colours[i % 10], alpha=0.15)
+    ax.axvline(math.ceil(fraction * epochs), color="grey", linestyle="--", linewidth=1)
+    ax.text(math.ceil(fraction * epochs), ax.get_ylim()[0], " 75 % of the schedule", color="grey", fontsize=8, va="bottom")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("box AP (val)")
+    ax.set_title(f"AP curves on the {dataset} data set (band: the seeds' range)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def placeholder_figure(message: str):
+    """A figure that says what is missing (a grid still running has tables without rows)."""
+    fig, ax = plt.subplots(figsize=(8, 2.5))
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
 
 
 def plot_paper_vs_ours(table: pd.DataFrame, number: int, column: str = "AP", title: str = "", horizontal: bool = True):
     """Two panels on their own scales: the paper's ``column`` (COCO) and ours (CPU scale, mean ± std)."""
+    if table.empty or table[f"cpu_{column}"].isna().all():
+        return placeholder_figure(f"Table {number}: no run of the grid yet")
     labels = row_labels(table, number)
     y = np.arange(len(labels))
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(labels) + 1.6), sharey=True)
@@ -102,6 +157,8 @@ def plot_paper_vs_ours(table: pd.DataFrame, number: int, column: str = "AP", tit
 
 def plot_table6(table: pd.DataFrame):
     """Table 6's four columns (PCC, top-10 IoU, redundant and error boxes), paper against ours."""
+    if table.empty or "cpu_PCC" not in table or table["cpu_PCC"].isna().all():
+        return placeholder_figure("Table 6: no analysed run of the grid yet")
     labels = row_labels(table, 6)
     fig, axes = plt.subplots(2, 4, figsize=(14, 6))
     x = np.arange(len(labels))
@@ -141,4 +198,39 @@ def plot_exponent_grid(table: pd.DataFrame):
         fig.colorbar(image, ax=ax, shrink=0.8)
     fig.suptitle("Table 4: the exponents of t = s^α · u^β (empty cells: not in the paper's table)")
     fig.tight_layout()
+    return fig
+
+
+VERDICT_COLOURS = {"reproduced": "#55a868", "reversed": "#c44e52", "not distinguishable": "#8c8c8c"}
+
+
+def plot_verdicts(verdicts: pd.DataFrame, metric: str = "AP"):
+    """Each claim's paired difference (ours, ± 2 SE, coloured by verdict) with the paper's Δ (black
+    diamond), one panel per data set; claims of one ``metric`` only, unrun claims left out."""
+    rows = verdicts[(verdicts["metric"] == metric) & verdicts["delta"].notna()]
+    datasets = list(dict.fromkeys(rows["dataset"]))
+    if not datasets:
+        return placeholder_figure(f"no {metric} claim has been judged yet")
+    claims = list(dict.fromkeys(rows["statement"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 0.42 * len(claims) + 1.8), sharey=True,
+                             squeeze=False)
+    y = {c: i for i, c in enumerate(claims)}
+    for ax, dataset in zip(axes[0], datasets):
+        for r in rows[rows["dataset"] == dataset].itertuples():
+            colour = VERDICT_COLOURS.get(r.verdict, "#4c72b0")
+            err = 2 * r.se if not math.isnan(r.se) else 0
+            ax.errorbar(r.delta, y[r.statement], xerr=err, fmt="o", color=colour, capsize=3)
+            if not math.isnan(r.paper_delta):
+                ax.plot(r.paper_delta, y[r.statement], "D", color="k", markersize=4)
+        ax.axvline(0, color="k", linewidth=0.8)
+        ax.set_title(f"{dataset} data set", fontsize=10)
+        ax.set_xlabel(f"Δ {metric} (variant − baseline{', points' if metric.startswith('AP') else ''})")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(claims)), claims, fontsize=8)
+    axes[0][0].invert_yaxis()
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=v) for v, c in VERDICT_COLOURS.items()]
+    handles.append(plt.Line2D([], [], marker="D", linestyle="", color="k", label="paper (COCO)"))
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle(f"Declared claims: our paired Δ {metric} ± 2 SE over seeds, against the paper's Δ")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig

@@ -47,6 +47,12 @@ PLATEAU_FRACTION = 0.75
 SNAPSHOT_IMAGES = 6  # val images whose dense predictions are kept for the figures
 TIMELAPSE_IMAGES = 100  # val images behind each time-lapse point
 STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# The check of the frozen protocol (issue 11): two pairs of experiments trained again with the backbone
+# fine-tuned as the official recipe does (stage 1 and BatchNorm frozen, no cache), same recipe otherwise.
+FINETUNE_OVERRIDES = ["model.frozen_stages=1"]
+FINETUNE_PAIRS = (("atss_parallel", "tood"), ("atss_parallel", "tal_parallel"))
+FINETUNE_SEEDS = (0, 1, 2)
+FINETUNE_RUNS_DIR = REPO_ROOT / "runs" / "ablations" / "cpu_finetune"
 
 
 @dataclass(frozen=True)
@@ -178,25 +184,27 @@ def ap_curve(out_dir: Path) -> list[tuple[int, float]]:
 
 
 def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = True,
-                   overrides: list[str] | None = None, analysis_images: int = TIMELAPSE_IMAGES) -> dict:
+                   overrides: list[str] | None = None, analysis_images: int = TIMELAPSE_IMAGES,
+                   finetune: bool = False) -> dict:
     """Train, evaluate after every epoch (and analyse) one run at CPU scale; writes and returns ``result.json``.
 
-    ``overrides`` go on top of the CPU recipe (the tests use them to shrink a run)."""
+    ``overrides`` go on top of the CPU recipe (the tests use them to shrink a run); ``finetune``
+    trains the backbone too (:data:`FINETUNE_OVERRIDES`, no feature cache, no analysis)."""
     from tood_lib.analysis.complexity import count_parameters
     from tood_lib.config import apply_overrides
     from tood_lib.engine.trainer import Trainer
 
     exp = EXPERIMENTS[run.experiment]
     out_dir = run_dir(run, out_root)
-    cfg = apply_overrides(experiment_config(exp, "cpu", run.dataset), overrides or [])
+    cfg = apply_overrides(experiment_config(exp, "cpu", run.dataset), (FINETUNE_OVERRIDES if finetune else []) + (overrides or []))
     root = data_root(run.dataset)
-    analysed = run.experiment in TABLE6
+    analysed = run.experiment in TABLE6 and not finetune
     timelapse = analysed and run.seed == 0
     start = time.perf_counter()
     eval_epochs = [e for e in CPU_EVAL_EPOCHS if e <= cfg.train.epochs] if cfg.train.epochs >= max(CPU_EVAL_EPOCHS) \
         else range(1, cfg.train.epochs + 1)  # (shrunk test runs: every epoch)
     trainer = Trainer(cfg, root, out_dir, seed=run.seed, num_workers=0, amp="off", eval_epochs=eval_epochs,
-                      progress=progress, feature_cache=feature_dir(run.dataset, out_root))
+                      progress=progress, feature_cache=None if finetune else feature_dir(run.dataset, out_root))
     if (out_dir / "last.pth").is_file():
         trainer.resume()
     result = trainer.fit()
@@ -205,7 +213,8 @@ def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = T
                   **{k: float(result.stats[k]) for k in STAT_KEYS}, steps=trainer.state.global_step,
                   epochs=cfg.train.epochs, params=count_parameters(trainer.model)["trainable"],
                   threads=torch.get_num_threads(), train_eval_seconds=round(time.perf_counter() - start, 1),
-                  ap_curve=curve, plateau=plateau(curve, cfg.train.epochs))
+                  ap_curve=curve, plateau=plateau(curve, cfg.train.epochs),
+                  backbone="fine-tuned (stage 1 frozen)" if finetune else "frozen (cached features)")
     if analysed:
         t0 = time.perf_counter()
         val_set = trainer.val_set  # with the cached features of the frozen backbone
@@ -247,7 +256,7 @@ def prepare_features(datasets, out_root: str | Path = RUNS_DIR, progress: bool =
             cached_training_features(backbone, data, folder / f"{split}.pt", progress=progress)
 
 
-def _launch(run: Run, out_root: Path, threads: int, extra: list[str]) -> dict:
+def _launch(run: Run, out_root: Path, threads: int, extra: list[str]) -> dict:  # noqa: D103
     out_dir = run_dir(run, out_root)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -274,18 +283,21 @@ def git_commit_results(results_dir: Path, message: str) -> None:
 
 def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, results_dir: str | Path = RESULTS_DIR,
              progress: bool = True, overrides: list[str] | None = None, analysis_images: int = TIMELAPSE_IMAGES,
-             with_complexity: bool = True, commit: bool = False) -> Path:
-    """Run every pending run, collecting (and with ``commit``, committing) the results after each one."""
+             with_complexity: bool = True, commit: bool = False, finetune: bool = False) -> Path:
+    """Run every pending run, collecting (and with ``commit``, committing) the results after each one.
+    ``finetune``: the runs train their backbone (see :func:`run_experiment`)."""
     start = time.time()
     unknown = sorted({r.experiment for r in runs if r.experiment not in EXPERIMENTS})
     if unknown:
         raise ValueError(f"unknown experiments {unknown}; known: {', '.join(EXPERIMENTS)}")
     out_root, results_dir = Path(out_root), Path(results_dir)
-    prepare_features(sorted({r.dataset for r in runs}), out_root, progress, overrides)
+    if not finetune:
+        prepare_features(sorted({r.dataset for r in runs}), out_root, progress, overrides)
     todo = pending_runs(runs, out_root)
     print(f"[ablations] {len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to go, {jobs} at a time -> {out_root}")
     threads = max(1, (os.cpu_count() or 2) // jobs)
-    extra = ["--analysis-images", str(analysis_images)] + (["--set", *overrides] if overrides else [])
+    extra = ["--analysis-images", str(analysis_images)] + (["--finetune"] if finetune else []) \
+        + (["--set", *overrides] if overrides else [])
     failures, finished = [], 0
     with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(runs), initial=len(runs) - len(todo),
                                                             desc="ablation runs", disable=not progress,
@@ -300,14 +312,14 @@ def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, re
                 tqdm.write(f"[ablations] {run}: AP {r['AP']:.3f} (at 75 %: {p['AP_75']:.3f}, "
                            f"{'settled' if p['ok'] else 'NOT settled'}) in {r['seconds']:.0f} s")
                 _log_invocation(results_dir, start, finished)
-                collect_results(runs, out_root, results_dir, with_complexity)
+                collect_results(None, out_root, results_dir, with_complexity)
                 if commit:
                     git_commit_results(results_dir, f"ablations: {run} AP {r['AP']:.3f}")
             except RuntimeError as err:
                 failures.append(str(err))
                 tqdm.write(f"[ablations] {err}")
             bar.update(1)
-    collect_results(runs, out_root, results_dir, with_complexity)
+    collect_results(None, out_root, results_dir, with_complexity)  # every declared run on disk, not only these
     if failures:
         raise RuntimeError("some runs failed (rerun the command to retry them):\n" + "\n".join(failures))
     return results_dir
@@ -328,7 +340,8 @@ def _log_invocation(results_dir: Path, start: float, runs: int) -> None:
 
 def collect_results(runs: list[Run] | None = None, out_root: str | Path = RUNS_DIR,
                     results_dir: str | Path = RESULTS_DIR, with_complexity: bool = True) -> pd.DataFrame:
-    """Gather the finished runs into ``results_dir``: ``ablation_runs_cpu.csv`` (one row per settled run),
+    """Gather the finished runs (``runs``; default: every run of the full grid found under ``out_root``)
+    into ``results_dir``: ``ablation_runs_cpu.csv`` (one row per settled run),
     ``ap_curves_cpu.csv``, ``unsettled_runs_cpu.csv``, ``timelapse_cpu.csv``, ``table6_nms_cpu.csv``,
     ``snapshots_cpu.pt``, the paper-format tables and ``verdicts_cpu.csv``."""
     from tood_lib.ablations.tables import write_tables
@@ -366,3 +379,29 @@ def collect_results(runs: list[Run] | None = None, out_root: str | Path = RUNS_D
     if rows:
         write_tables(results_dir, with_complexity)
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------ the fine-tuning check
+def finetune_check(frozen_dir: str | Path = RESULTS_DIR, finetuned_dir: str | Path = RESULTS_DIR / "finetune") -> pd.DataFrame:
+    """For each of :data:`FINETUNE_PAIRS` on the shapes: the paired Δ AP (± SE) with the frozen, cached
+    backbone and with the fine-tuned one, and whether the two protocols rank the pair the same way.
+    Written to ``frozen_dir/finetune_check_cpu.csv``."""
+    from tood_lib.ablations.claims import paired
+
+    frozen = pd.read_csv(Path(frozen_dir) / "ablation_runs_cpu.csv").query("dataset == 'shapes'")
+    tuned = pd.read_csv(Path(finetuned_dir) / "ablation_runs_cpu.csv").query("dataset == 'shapes'")
+    rows = []
+    for baseline, variant in FINETUNE_PAIRS:
+        row = dict(baseline=baseline, variant=variant)
+        for name, runs in (("frozen", frozen[frozen["seed"].isin(FINETUNE_SEEDS)]), ("finetuned", tuned)):
+            d = paired(runs, baseline, variant, "AP") * 100
+            row.update({f"{name}_delta": d.mean() if len(d) else float("nan"),
+                        f"{name}_se": d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan"),
+                        f"{name}_seeds": len(d),
+                        f"{name}_baseline_AP": 100 * runs[runs.experiment == baseline]["AP"].mean(),
+                        f"{name}_variant_AP": 100 * runs[runs.experiment == variant]["AP"].mean()})
+        row["same_ranking"] = bool(math.copysign(1, row["frozen_delta"]) == math.copysign(1, row["finetuned_delta"]))
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out.to_csv(Path(frozen_dir) / "finetune_check_cpu.csv", index=False, float_format="%.4f")
+    return out

@@ -1,4 +1,4 @@
-"""The dense predictions the ablation command keeps (``results/snapshots_cpu.pt``): a few val images
+"""The dense predictions the ablation command keeps (``results/snapshots_{dataset}_cpu.pt``): a few val images
 seen by the four Table 6 models after every epoch, enough to redraw Fig. 1 and Fig. 4 and the
 assignment time-lapse without the checkpoints (which are not committed)."""
 from __future__ import annotations
@@ -18,18 +18,19 @@ FIG4_ROWS = {"parallel + ATSS": "atss_parallel", "T-Head + ATSS": "atss_t_head",
              "parallel + TAL": "tal_parallel", "T-Head + TAL (TOOD)": "tood"}
 
 
-def load_snapshots(path: str | Path | None = None):
+def load_snapshots(dataset: str = "shapes", path: str | Path | None = None):
     """-> (predictions {experiment: {epoch: [DensePrediction per image]}}, batch of those val images,
-    the val data set). The images are re-read from the built-in data with the CPU-scale transform."""
+    the val data set) of one built-in data set ("shapes" or "misaligned"). The images are re-read
+    from the built-in data with the CPU-scale transform."""
     from tood_lib.ablations.grid import experiment_config
     from tood_lib.ablations.runner import RESULTS_DIR
     from tood_lib.workbook import builtin_val_set
 
-    path = Path(path or RESULTS_DIR / "snapshots_cpu.pt")
+    path = Path(path or RESULTS_DIR / f"snapshots_{dataset}_cpu.pt")
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; regenerate it with: bash scripts/ablations.sh")
     raw = torch.load(path, weights_only=True)
-    dataset = builtin_val_set(experiment_config("tood", "cpu"))
+    dataset = builtin_val_set(experiment_config("tood", "cpu", dataset), scenes=dataset)
     out, batch = {}, None
     for name, snap in raw.items():
         if batch is None:

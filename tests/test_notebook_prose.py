@@ -1,0 +1,84 @@
+"""Static markdown carries no measured number (issue 12): a number in a notebook's prose is a
+reference (Table 2, Eq. 9, §3, notebook 05), a constant of the method or of the recipe with its unit
+(β = 6 inside math, 128 px, 12 epochs), or one of the paper's own numbers. Measured numbers are
+rendered from computed values in code cells (``display(Markdown(f"..."))``), so they cannot drift.
+
+The rewritten notebooks are checked here; the others join as issue 12 rewrites them."""
+import re
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from tood_lib.notebook_runner import list_notebooks
+
+CHECKED = ("00b_prerequisites", "05_ablations", "06_qualitative_figures")
+
+# A number right after one of these words is a reference, not a measurement.
+REFERENCE = re.compile(r"(?:tables?|fig(?:ure)?s?\.?|eqs?\.?|equations?|§|sections?|notebooks?|issues?|exercises?|"
+                       r"epochs?|steps?|chapters?|d2l\.ai|stages?|levels?|rows?|cells?|batch|strides?|top-?)"
+                       r"(?:\s*\d+\s*(?:,|and|–|-|or)?)*\s*$", re.I)
+# A number right before one of these is a setting of the recipe or of the data, with its unit.
+SETTING = re.compile(r"^\s*(?:px|pixels?|-pixel|×|x\d|epochs?|seeds?|images?|classes|cores?|gpus?|threads?|"
+                     r"steps?|strides?|levels?|convolutions|objects?|experiments?|runs?|anchors?\b|channels|"
+                     r"shapes|models|val images|training images|layers)", re.I)
+CONSTANTS = {"0", "1", "2", "0.5", "0.95", "0.50", "0.55", "0.25", "0.75", "0.6", "0.01", "0.4", "4.595", "1.0",
+             "0.26", "0.34", "100", "101", "50", "10", "75"}  # thresholds, the plateau rule's 75 %, COCO's 101 points
+
+
+def paper_numbers() -> set[str]:
+    numbers = set()
+    for path in (Path(__file__).parents[1] / "tood_lib" / "paper_data").glob("table*.csv"):
+        table = pd.read_csv(path, comment="#")
+        for value in table.select_dtypes("number").to_numpy().ravel():
+            numbers |= {f"{value:g}", f"{value:.1f}", f"{value:.3f}", f"{value:,.0f}"}
+    return numbers
+
+
+def prose(text: str) -> str:
+    """Markdown without what is not prose: math, code, links' targets, HTML."""
+    text = re.sub(r"\$\$.*?\$\$", " ", text, flags=re.S)
+    text = re.sub(r"\$[^$]*\$", " ", text)
+    text = re.sub(r"```.*?```", " ", text, flags=re.S)
+    text = re.sub(r"`[^`]*`", " ", text)
+    text = re.sub(r"\]\([^)]*\)", "]", text)
+    text = re.sub(r"https?://\S+", " ", text)
+    text = re.sub(r"<[^>]+>", " ", text)
+    return text
+
+
+def hand_typed_numbers(text: str, allowed: set[str]) -> list[str]:
+    """The numbers of ``text`` that are neither references, settings, constants nor the paper's."""
+    found = []
+    for match in re.finditer(r"(?<![\w.])(\d+(?:[.,]\d+)*)(?![\w])", prose(text)):
+        number, before, after = match.group(1), match.string[:match.start()], match.string[match.end():]
+        line = before.rsplit("\n", 1)[-1]
+        numbered = line.strip() == "" and after.startswith(".")  # a numbered list
+        heading = line.lstrip().startswith("#")  # "## 3. ..." and the notebook's own number
+        if (numbered or heading or REFERENCE.search(before[-20:]) or SETTING.match(after[:20]) or number in allowed
+                or re.match(r"^\s*[–-]\s*\d", after) and REFERENCE.search(before[-20:])
+                or re.search(r"[A-Za-z×]-?$", before[-1:]) or re.fullmatch(r"(19|20)\d\d", number)):
+            continue
+        found.append(f"{number!r} in “…{before[-30:]}{number}{after[:30]}…”".replace("\n", " "))
+    return found
+
+
+@pytest.fixture(scope="module")
+def allowed():
+    return CONSTANTS | paper_numbers()
+
+
+def test_the_scanner_catches_a_measured_number(allowed):
+    assert hand_typed_numbers("TOOD reaches AP 0.553 after training; 60 TAL positives against 44.", allowed)
+    assert not hand_typed_numbers("Table 2, Eq. 9 and §3; 128 px, 12 epochs, 5 seeds; $\\beta = 6$; the paper's 42.5.",
+                                  allowed)
+
+
+@pytest.mark.parametrize("name", CHECKED)
+def test_markdown_has_no_hand_typed_measurement(name, allowed):
+    path = next(p for p in list_notebooks() if p.stem == name)
+    nb = nbformat.read(str(path), as_version=4)
+    problems = [f"cell {i}: {n}" for i, cell in enumerate(nb.cells) if cell.cell_type == "markdown"
+                for n in hand_typed_numbers(cell.source, allowed)]
+    assert not problems, f"{path.name} has numbers typed into its prose:\n" + "\n".join(problems)
