@@ -131,6 +131,25 @@ def test_drawing_shows_every_level(run):
     assert [t.split(" ")[0] for t in titles] == ["P3", "P4", "P5", "P6", "P7"]
 
 
+def test_the_image_shows_under_the_map(run):
+    """The image is drawn opaque and the map leaves its faint cells transparent, so the learner sees which
+    part of the object each positive sits on (the map once covered the whole image)."""
+    import numpy as np
+
+    from tood_lib.analysis.assignment_explorer import HEAT_FLOOR, plot_explorer
+
+    run_dir, val = run
+    ex = AssignmentExplorer(run_dir, dataset=val, draw=False)
+    pred, gt_boxes, _, image = ex.prediction(2, 0)
+    fig = plot_explorer(image, pred, gt_boxes, ex.result, 0, "TAL")
+    panel = fig.axes[0]
+    picture, heat = panel.images[0], panel.images[1]
+    assert picture.get_alpha() in (None, 1.0) and np.array_equal(np.asarray(picture.get_array()), image)
+    level = np.asarray(pred.level_map(ex.result.ranking, 0), dtype=float)
+    faint = level <= HEAT_FLOOR * float(ex.result.ranking.max())
+    assert faint.any() and np.array_equal(np.ma.getmaskarray(heat.get_array()), faint)
+
+
 def test_unknown_assigner_is_a_clear_error(run):
     run_dir, val = run
     ex = AssignmentExplorer(run_dir, dataset=val, draw=False)

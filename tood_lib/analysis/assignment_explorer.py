@@ -116,11 +116,15 @@ def explain_assignment(pred: DensePrediction, gt_boxes: Tensor, gt_labels: Tenso
     return ExplorerResult(a, ranking, per_level, objects, positives)
 
 
+HEAT_FLOOR = 0.02  # map cells below this fraction of the maximum are not drawn, so the image shows through
+
+
 def plot_explorer(image: np.ndarray, pred: DensePrediction, gt_boxes: Tensor, result: ExplorerResult, selected: int,
                   assigner: str, title: str = ""):
-    """One panel per pyramid level: the selected object's ranking map (t or anchor IoU), its candidate
-    anchors (hollow circles), its positives (filled), the other objects' positives (small dots) and the
-    anchors it lost to a neighbour (crosses in the neighbour's colour)."""
+    """One panel per pyramid level: the image, over it the selected object's ranking map (t or anchor
+    IoU; cells under ``HEAT_FLOOR`` of its maximum left transparent), its candidate anchors (hollow
+    circles), its positives (filled), the other objects' positives (small dots) and the anchors it lost
+    to a neighbour (crosses in the neighbour's colour)."""
     colours = plt.get_cmap("tab10").colors
     a = result.assignment
     levels = pred.level_of_all()
@@ -135,9 +139,12 @@ def plot_explorer(image: np.ndarray, pred: DensePrediction, gt_boxes: Tensor, re
     label = "t = s^α·u^β" if assigner == "TAL" else "anchor IoU"
     heat = None
     for l, ax in enumerate(axes[0]):
-        ax.imshow(image, alpha=0.35)
-        heat = ax.imshow(pred.level_map(result.ranking, l), cmap="cividis", vmin=0, vmax=vmax, alpha=0.75,
-                         extent=level_extent(pred.feature_sizes[l], pred.strides[l]), interpolation="nearest")
+        ax.imshow(image)  # the image stays readable: the map covers only the anchors it ranks
+        level_map = pred.level_map(result.ranking, l)
+        faint = HEAT_FLOOR * vmax
+        heat = ax.imshow(np.ma.masked_less_equal(np.asarray(level_map, dtype=float), faint), cmap="cividis", vmin=0,
+                         vmax=vmax, alpha=0.7, extent=level_extent(pred.feature_sizes[l], pred.strides[l]),
+                         interpolation="nearest")
         for g, box in enumerate(gt_boxes):
             _draw_box(ax, box, colours[g % 10], width=2.2 if g == selected else 1.0, style="-" if g == selected else "--")
         on = lambda idx: idx[levels[idx] == l]  # noqa: E731
