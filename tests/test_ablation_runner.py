@@ -103,8 +103,8 @@ def test_finetune_check_compares_the_rankings(tmp_path):
                              for e, d in deltas.items() for s in range(3)])
     (tmp_path / "frozen").mkdir()
     (tmp_path / "tuned").mkdir()
-    rows(dict(atss_parallel=0, tood=0.03, tal_parallel=-0.02)).to_csv(tmp_path / "frozen" / "ablation_runs_cpu.csv")
-    rows(dict(atss_parallel=0, tood=0.05, tal_parallel=0.01)).to_csv(tmp_path / "tuned" / "ablation_runs_cpu.csv")
+    rows(dict(atss_parallel=0, tood=0.03, tal_parallel=-0.02, atss_t_head=0.01)).to_csv(tmp_path / "frozen" / "ablation_runs_cpu.csv")
+    rows(dict(atss_parallel=0, tood=0.05, tal_parallel=0.01, atss_t_head=0.02)).to_csv(tmp_path / "tuned" / "ablation_runs_cpu.csv")
     check = finetune_check(tmp_path / "frozen", tmp_path / "tuned").set_index("variant")
     assert check.at["tood", "same_ranking"] and not check.at["tal_parallel", "same_ranking"]
     assert check.at["tood", "frozen_delta"] == pytest.approx(3.0) and check.at["tood", "finetuned_delta"] == pytest.approx(5.0)

@@ -47,10 +47,11 @@ PLATEAU_FRACTION = 0.75
 SNAPSHOT_IMAGES = 6  # val images whose dense predictions are kept for the figures
 TIMELAPSE_IMAGES = 100  # val images behind each time-lapse point
 STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-# The check of the frozen protocol (issue 11): two pairs of experiments trained again with the backbone
-# fine-tuned as the official recipe does (stage 1 and BatchNorm frozen, no cache), same recipe otherwise.
+# The check of the frozen protocol (issue 11): pairs of experiments trained again with the backbone
+# fine-tuned as the official recipe does (stage 1 and BatchNorm frozen, no cache), same recipe otherwise:
+# the head (T-Head vs parallel), the assignment on the parallel head (TAL vs ATSS), and TOOD vs ATSS.
 FINETUNE_OVERRIDES = ["model.frozen_stages=1"]
-FINETUNE_PAIRS = (("atss_parallel", "tood"), ("atss_parallel", "tal_parallel"))
+FINETUNE_PAIRS = (("atss_parallel", "atss_t_head"), ("atss_parallel", "tal_parallel"), ("atss_parallel", "tood"))
 FINETUNE_SEEDS = (0, 1, 2)
 FINETUNE_RUNS_DIR = REPO_ROOT / "runs" / "ablations" / "cpu_finetune"
 
