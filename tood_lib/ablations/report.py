@@ -111,7 +111,10 @@ def plot_ap_curves(curves: pd.DataFrame, experiments: dict[str, str], dataset: s
     ax.set_ylabel("box AP (val)")
     ax.set_title(f"AP curves on the {dataset} data set (band: the seeds' range)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    if ax.get_lines():
+        ax.legend(fontsize=8, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no run of this data set yet", transform=ax.transAxes, ha="center", va="center")
     fig.tight_layout()
     return fig
 
