@@ -13,12 +13,12 @@ import pytest
 
 from tood_lib.notebook_runner import list_notebooks
 
-CHECKED = ("00b_prerequisites", "02b_tal_by_hand", "05_ablations", "06_qualitative_figures")
+CHECKED = ("00b_prerequisites", "01_t_head_internals", "02b_tal_by_hand", "05_ablations", "06_qualitative_figures")
 
 # A number right after one of these words is a reference, not a measurement.
 REFERENCE = re.compile(r"(?:tables?|fig(?:ure)?s?\.?|eqs?\.?|equations?|§|sections?|notebooks?|issues?|exercises?|"
                        r"epochs?|steps?|chapters?|d2l\.ai|stages?|levels?|rows?|cells?|batch|strides?|top-?)"
-                       r"(?:\s*\d+\s*(?:,|and|–|-|or)?)*\s*$", re.I)
+                       r"(?:\s*\d+\s*(?:,|and|to|–|-|or)?)*\s*$", re.I)
 # A number right before one of these is a setting of the recipe or of the data, with its unit.
 SETTING = re.compile(r"^\s*(?:px|pixels?|-pixel|×|x\d|epochs?|seeds?|images?|classes|cores?|gpus?|threads?|"
                      r"steps?|strides?|levels?|convolutions|objects?|experiments?|runs?|anchors?\b|channels|"

@@ -288,8 +288,11 @@ def plot_interactive_features(image, internals: Sequence[Mapping], level: int, i
 
 
 def plot_layer_attention(internals_by_model: Mapping[str, Sequence[Mapping]], image_index: int | None = None):
-    """The layer-attention weights w ∈ (0, 1)^N of the classification and localisation branches
-    (Eq. 3), side by side for every interactive layer, one panel per level and one row per model.
+    """What the layer attention (Eq. 3) varies: the difference w^cls_k − w^reg_k of the two branches'
+    weights for every interactive layer k, one panel per level and one row per model, all on one
+    zoomed, symmetric axis (the weights themselves all start at 0.5 and move by little, so bars of the
+    raw weights on 0..1 would hide what changed). Above zero: the classification branch reads that
+    layer more; below: the localisation branch.
 
     ``internals_by_model`` maps a name (e.g. "untrained", "trained") to a head's internals. The
     weights depend on the image (they come from its pooled features): with ``image_index=None``
@@ -297,30 +300,49 @@ def plot_layer_attention(internals_by_model: Mapping[str, Sequence[Mapping]], im
     """
     names = list(internals_by_model)
     n_levels = len(next(iter(internals_by_model.values())))
-    fig, axes = plt.subplots(len(names), n_levels, figsize=(min(14, 2.7 * n_levels), 2.8 * len(names) + 0.6),
+    diffs = {name: [(d["cls_attention"] - d["reg_attention"]).float().cpu() for d in internals]
+             for name, internals in internals_by_model.items()}
+    if image_index is not None:
+        diffs = {name: [w[image_index:image_index + 1] for w in ws] for name, ws in diffs.items()}
+    reach = max(float((w.mean(0).abs() + (w.std(0) if len(w) > 1 else 0)).max()) for ws in diffs.values() for w in ws)
+    reach = max(reach * 1.25, 1e-3)
+    fig, axes = plt.subplots(len(names), n_levels, figsize=(min(14, 2.7 * n_levels), 2.6 * len(names) + 0.8),
                              sharey=True, squeeze=False, constrained_layout=True)
-    width = 0.4
     for r, name in enumerate(names):
-        for lvl, d in enumerate(internals_by_model[name]):
+        for lvl, w in enumerate(diffs[name]):
             ax = axes[r, lvl]
-            for t, (task, key) in enumerate((("cls", "cls_attention"), ("reg", "reg_attention"))):
-                w = d[key].float().cpu()
-                w = w if image_index is None else w[image_index:image_index + 1]
-                x = np.arange(w.shape[1]) + 1 + (t - 0.5) * width
-                err = w.std(0).numpy() if len(w) > 1 else None
-                ax.bar(x, w.mean(0).numpy(), width, yerr=err, capsize=2, color=TASK_COLOURS[task],
-                       label="classification $w^{cls}$" if task == "cls" else "localisation $w^{reg}$")
-            ax.set_xticks(np.arange(w.shape[1]) + 1)
-            ax.set_ylim(0, 1.05)
+            mean = w.mean(0).numpy()
+            err = w.std(0).numpy() if len(w) > 1 else None
+            colours = [TASK_COLOURS["cls"] if v >= 0 else TASK_COLOURS["reg"] for v in mean]
+            ax.bar(np.arange(len(mean)) + 1, mean, 0.6, yerr=err, capsize=2, color=colours)
+            ax.axhline(0, color="k", linewidth=0.8)
+            ax.set_xticks(np.arange(len(mean)) + 1)
+            ax.set_ylim(-reach, reach)
             ax.grid(axis="y", alpha=0.3)
             ax.set_title(f"{name}: P{lvl + 3} (stride {8 * 2 ** lvl})", fontsize=9)
             ax.set_xlabel("interactive layer k")
-        axes[r, 0].set_ylabel("attention weight $w_k$")
-    axes[0, -1].legend(loc="upper right", fontsize=8)
+        axes[r, 0].set_ylabel("$w^{cls}_k - w^{reg}_k$")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=TASK_COLOURS["cls"], label="classification reads layer k more"),
+               plt.Rectangle((0, 0), 1, 1, color=TASK_COLOURS["reg"], label="localisation reads layer k more")]
+    axes[0, -1].legend(handles=handles, loc="upper right", fontsize=7)
     batch = len(next(iter(internals_by_model.values()))[0]["cls_attention"])
     what = f"image {image_index}" if image_index is not None else f"mean ± std over {batch} image(s)"
-    fig.suptitle(f"Layer attention: which interactive layers each task reads ({what})", fontsize=12)
+    fig.suptitle(f"Layer attention: how differently the two tasks weight each interactive layer ({what})", fontsize=12)
     return fig
+
+
+def attention_split(internals: Sequence[Mapping]) -> pd.DataFrame:
+    """Per level (means over the batch): the layer the classification branch weights most *relative to*
+    the localisation branch (largest w^cls_k − w^reg_k) and the reverse (smallest), and the largest and
+    mean |w^cls_k − w^reg_k|: the numbers behind :func:`plot_layer_attention`."""
+    rows = []
+    for lvl, d in enumerate(internals):
+        cls, reg = d["cls_attention"].float().mean(0), d["reg_attention"].float().mean(0)
+        diff = cls - reg
+        rows.append(dict(level=f"P{lvl + 3}", cls_leaning_layer=int(diff.argmax()) + 1,
+                         reg_leaning_layer=int(diff.argmin()) + 1, cls_mean=float(cls.mean()), reg_mean=float(reg.mean()),
+                         max_gap=float(diff.abs().max()), mean_gap=float(diff.abs().mean())))
+    return pd.DataFrame(rows).set_index("level")
 
 
 def plot_probability_map(image, internals: Sequence[Mapping], levels: Sequence[int] | None = None,
