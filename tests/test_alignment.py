@@ -128,7 +128,17 @@ def test_plots_draw_what_they_say():
     titles = [ax.get_title() for ax in fig.axes]
     assert sum("result" in t for t in titles) == 2 and sum("IoU" in t for t in titles) == 2
     fig = al.plot_level_maps(image, pred, gt, 0)
-    assert sum(1 for ax in fig.axes if ax.get_images()) == 9  # 3 quantities x 3 levels
+    levels = al.informative_levels(pred, gt, 0)
+    panels = [ax for ax in fig.axes if ax.get_images()]
+    assert len(panels) == 3 * len(levels) and levels  # 3 quantities x the levels that have something to show
+    from matplotlib.colors import LogNorm
+    for ax in panels[2 * len(levels):]:  # the t row: log scale, and no empty panel
+        heat = ax.get_images()[1]
+        assert isinstance(heat.norm, LogNorm) and (~np.ma.getmaskarray(heat.get_array())).any()
+    values = al.alignment_values(pred, gt, 0)
+    best = float(values["metric"].max())
+    for lvl in range(len(pred.strides)):
+        assert (lvl in levels) == (float(pred.level_map(values["metric"], lvl).max()) >= 1e-3 * best)
     fig = al.plot_metric_surface()
     assert any("TOOD default" in ax.get_title() for ax in fig.axes)
     a = task_aligned_assign(pred.scores[None], pred.boxes[None], pred.priors, gt[None, None], torch.tensor([[0]]),

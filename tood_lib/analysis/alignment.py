@@ -276,22 +276,45 @@ def plot_alignment_panel(image: np.ndarray, rows: dict[str, DensePrediction], gt
     return fig
 
 
+METRIC_DECADES = 4  # the t map shows max(t)·10^-4 .. max(t) on a log scale; smaller t is left transparent
+
+
+def informative_levels(pred: DensePrediction, gt_box: Tensor, gt_label: int, alpha: float = 1.0, beta: float = 6.0,
+                       share: float = 1e-3) -> list[int]:
+    """The levels where the object has something to show: some t above ``share`` of its maximum over
+    all levels (the others' panels would be empty). Never empty: the level of the largest t at least."""
+    values = alignment_values(pred, gt_box, gt_label, alpha, beta)
+    best = max(float(values["metric"].max()), 1e-12)
+    levels = [l for l in range(len(pred.strides)) if float(pred.level_map(values["metric"], l).max()) >= share * best]
+    return levels or [int(pred.level_of_all()[int(values["metric"].argmax())])]
+
+
 def plot_level_maps(image: np.ndarray, pred: DensePrediction, gt_box: Tensor, gt_label: int, alpha: float = 1.0,
                     beta: float = 6.0, levels: list[int] | None = None, title: str = ""):
-    """Score s, IoU u and metric t = s^α·u^β of one object on every pyramid level: a grid with
-    one row per quantity and one column per level; the object's box in yellow."""
+    """Score s, IoU u and metric t = s^α·u^β of one object per pyramid level: one row per quantity, one
+    column per level (default: :func:`informative_levels`, so no panel is empty); the object's box in
+    yellow. s on 0..its maximum, u on 0..1, and t on a log scale over ``METRIC_DECADES`` decades below
+    its maximum (t spans orders of magnitude: on a linear scale all but its peak would look black)."""
+    from matplotlib.colors import LogNorm
+
     values = alignment_values(pred, gt_box, gt_label, alpha, beta)
-    levels = list(range(len(pred.strides))) if levels is None else levels
-    names = (("score", "magma", "score s"), ("iou", "viridis", "IoU u"), ("metric", "cividis", f"t = s^{alpha:g}·u^{beta:g}"))
-    fig, axes = plt.subplots(3, len(levels), figsize=(2.9 * len(levels) + 1, 8.4), squeeze=False)
+    levels = informative_levels(pred, gt_box, gt_label, alpha, beta) if levels is None else levels
+    names = (("score", "magma", "score s"), ("iou", "viridis", "IoU u"),
+             ("metric", "cividis", f"t = s^{alpha:g}·u^{beta:g} (log)"))
+    fig, axes = plt.subplots(3, len(levels), figsize=(2.9 * len(levels) + 1.4, 8.4), squeeze=False)
     for r, (key, cmap, label) in enumerate(names):
-        # IoU on its natural 0..1 scale; score and t scaled to their maximum (small for a young model)
-        vmax = 1.0 if key == "iou" else max(float(values[key].max()), 1e-6)
+        top = max(float(values[key].max()), 1e-12)
         for c, lvl in enumerate(levels):
             ax = axes[r, c]
-            ax.imshow(image, alpha=0.3)
-            heat = ax.imshow(pred.level_map(values[key], lvl), cmap=cmap, vmin=0, vmax=vmax, alpha=0.8,
-                             extent=level_extent(pred.feature_sizes[lvl], pred.strides[lvl]), interpolation="nearest")
+            ax.imshow(image, alpha=0.45)
+            level_map = np.asarray(pred.level_map(values[key], lvl), dtype=float)
+            if key == "metric":
+                floor = top * 10 ** -METRIC_DECADES
+                shown, norm = np.ma.masked_less(level_map, floor), LogNorm(vmin=floor, vmax=top)
+            else:
+                shown, norm = level_map, plt.Normalize(0, 1.0 if key == "iou" else top)
+            heat = ax.imshow(shown, cmap=cmap, norm=norm, alpha=0.8, interpolation="nearest",
+                             extent=level_extent(pred.feature_sizes[lvl], pred.strides[lvl]))
             _draw_box(ax, gt_box, GT_COLOUR, width=1.2)
             ax.set_xlim(0, image.shape[1])
             ax.set_ylim(image.shape[0], 0)
@@ -301,7 +324,7 @@ def plot_level_maps(image: np.ndarray, pred: DensePrediction, gt_box: Tensor, gt
                 ax.set_title(f"P{lvl + 3} (stride {pred.strides[lvl]})", fontsize=10)
             if c == 0:
                 ax.set_ylabel(label, fontsize=10)
-        fig.colorbar(heat, ax=axes[r, :].tolist(), fraction=0.02, pad=0.01)
+        fig.colorbar(heat, ax=axes[r, :].tolist(), fraction=0.03, pad=0.01)
     fig.suptitle(title or "score, IoU and alignment metric per pyramid level", fontsize=12)
     return fig
 
@@ -399,7 +422,7 @@ def plot_assigned_positives(image: np.ndarray, pred: DensePrediction, gt_boxes: 
         ax.axis("off")
     axes[0, 0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.01), fontsize=7, ncol=3, frameon=False)
     fig.suptitle("positive anchor points (colour: object; size: pyramid level P3 small … P7 large)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))  # room for the title above the two-line panel titles
     return fig
 
 
