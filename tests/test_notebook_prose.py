@@ -13,7 +13,7 @@ import pytest
 
 from tood_lib.notebook_runner import list_notebooks
 
-CHECKED = ("00b_prerequisites", "01_t_head_internals", "02_alignment_metric", "02b_tal_by_hand", "05_ablations", "06_qualitative_figures")
+CHECKED = ("00_quickstart", "00b_prerequisites", "01_t_head_internals", "02_alignment_metric", "02b_tal_by_hand", "05_ablations", "06_qualitative_figures")
 
 # A number right after one of these words is a reference, not a measurement.
 REFERENCE = re.compile(r"(?:tables?|fig(?:ure)?s?\.?|eqs?\.?|equations?|§|sections?|notebooks?|issues?|exercises?|"

@@ -301,7 +301,7 @@ def plot_level_maps(image: np.ndarray, pred: DensePrediction, gt_box: Tensor, gt
     levels = informative_levels(pred, gt_box, gt_label, alpha, beta) if levels is None else levels
     names = (("score", "magma", "score s"), ("iou", "viridis", "IoU u"),
              ("metric", "cividis", f"t = s^{alpha:g}·u^{beta:g} (log)"))
-    fig, axes = plt.subplots(3, len(levels), figsize=(2.9 * len(levels) + 1.4, 8.4), squeeze=False)
+    fig, axes = plt.subplots(3, len(levels), figsize=(max(2.9 * len(levels) + 1.4, 4.6), 8.4), squeeze=False)
     for r, (key, cmap, label) in enumerate(names):
         top = max(float(values[key].max()), 1e-12)
         for c, lvl in enumerate(levels):
