@@ -87,3 +87,16 @@ def test_markdown_has_no_hand_typed_measurement(name, allowed):
     problems = [f"cell {i}: {n}" for i, cell in enumerate(nb.cells) if cell.cell_type == "markdown"
                 for n in hand_typed_numbers(cell.source, allowed)]
     assert not problems, f"{path.name} has numbers typed into its prose:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", CHECKED)
+def test_every_notebook_has_exercises_with_checked_solutions(name):
+    """Issue 12: exercises in every notebook, with solutions in code cells tagged "solution" (collapsed in
+    JupyterLab) that end in an assert, so CI runs and checks them with the rest of the notebook."""
+    path = next(p for p in list_notebooks() if p.stem == name)
+    nb = nbformat.read(str(path), as_version=4)
+    assert any("## Exercises" in c.source for c in nb.cells if c.cell_type == "markdown"), f"{path.name}: no exercises"
+    solutions = [c for c in nb.cells if c.cell_type == "code" and "solution" in c.metadata.get("tags", [])]
+    assert solutions, f"{path.name}: no solution cells"
+    assert all("assert" in c.source for c in solutions), f"{path.name}: a solution without an assert"
+    assert any("Predict" in c.source for c in nb.cells if c.cell_type == "markdown"), f"{path.name}: no predict-first prompt"
