@@ -73,8 +73,9 @@ def build_feature_cache(backbone: nn.Module, dataset, path: str | Path, batch_si
     backbone.eval()
     levels: list[Tensor] | None = None
     n = len(dataset)
-    saved_train = dataset.train
+    saved_train, saved_features = dataset.train, dataset.features
     dataset.train = False  # the test pipeline: no random flip; we flip ourselves
+    dataset.features = None  # read the real images, never placeholders
     try:
         for start in tqdm(range(0, n, batch_size), desc=f"caching backbone features ({n} images x 2 flips)",
                           disable=not progress, leave=False):
@@ -91,7 +92,7 @@ def build_feature_cache(backbone: nn.Module, dataset, path: str | Path, batch_si
                 levels[level][start:start + len(items), 0] = a
                 levels[level][start:start + len(items), 1] = b
     finally:
-        dataset.train = saved_train
+        dataset.train, dataset.features = saved_train, saved_features
         backbone.train(was_training)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(dict(key=cache_key(backbone, dataset), levels=levels), tmp)
