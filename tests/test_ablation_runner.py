@@ -108,3 +108,6 @@ def test_finetune_check_compares_the_rankings(tmp_path):
     check = finetune_check(tmp_path / "frozen", tmp_path / "tuned").set_index("variant")
     assert check.at["tood", "same_ranking"] and not check.at["tal_parallel", "same_ranking"]
     assert check.at["tood", "frozen_delta"] == pytest.approx(3.0) and check.at["tood", "finetuned_delta"] == pytest.approx(5.0)
+    rows(dict(atss_parallel=0, tood=0.05)).to_csv(tmp_path / "tuned" / "ablation_runs_cpu.csv")  # two pairs not fine-tuned
+    check = finetune_check(tmp_path / "frozen", tmp_path / "tuned").set_index("variant")
+    assert check.at["tood", "same_ranking"] and pd.isna(check.at["tal_parallel", "same_ranking"])

@@ -401,7 +401,9 @@ def finetune_check(frozen_dir: str | Path = RESULTS_DIR, finetuned_dir: str | Pa
                         f"{name}_seeds": len(d),
                         f"{name}_baseline_AP": 100 * runs[runs.experiment == baseline]["AP"].mean(),
                         f"{name}_variant_AP": 100 * runs[runs.experiment == variant]["AP"].mean()})
-        row["same_ranking"] = bool(math.copysign(1, row["frozen_delta"]) == math.copysign(1, row["finetuned_delta"]))
+        both = not (math.isnan(row["frozen_delta"]) or math.isnan(row["finetuned_delta"]))
+        row["same_ranking"] = bool(math.copysign(1, row["frozen_delta"]) == math.copysign(1, row["finetuned_delta"])) \
+            if both else None  # a pair not run under both protocols is not judged
         rows.append(row)
     out = pd.DataFrame(rows)
     out.to_csv(Path(frozen_dir) / "finetune_check_cpu.csv", index=False, float_format="%.4f")
