@@ -230,8 +230,8 @@ class CocoDetection(torch.utils.data.Dataset):
     def attach_features(self, cache) -> None:
         """From now on every item carries ``features``, the cached backbone outputs of its image as
         augmented (flipped or not), C3..C5 each (C, H, W), and the image file is no longer read: its
-        ``image`` is a NaN placeholder of the right size (the detector uses the features instead, see
-        engine/feature_cache.py; anything that ran the backbone on the placeholder would get NaN)."""
+        ``image`` is a placeholder of the right size filled with inf (the detector uses the features
+        instead, see engine/feature_cache.py, and refuses to run its backbone on a placeholder)."""
         if len(cache) != len(self):
             raise ValueError(f"the feature cache {cache.path} has {len(cache)} images, the {self.split} split {len(self)}")
         self.features = cache
@@ -258,7 +258,7 @@ class CocoDetection(torch.utils.data.Dataset):
         return self._transform(index, self._read_image(index))
 
     def _transform(self, index: int, image: Image.Image | None) -> dict:
-        """The pipeline for item ``index``; ``image=None`` (cached features) gives a NaN placeholder image."""
+        """The pipeline for item ``index``; ``image=None`` (cached features) gives an inf placeholder image."""
         image_id = self.image_ids[index]
         info = self.coco.imgs[image_id]
         width, height = image.size if image is not None else (info["width"], info["height"])
@@ -272,8 +272,8 @@ class CocoDetection(torch.utils.data.Dataset):
             new_h, new_w = tensor.shape[1:]
         else:
             new_h, new_w = rescale_size(height, width, scale)
-            # NaN, not zeros: a model that ran its backbone on this placeholder would say so loudly
-            tensor, sx, sy = torch.full((3, new_h, new_w), float("nan")), new_w / width, new_h / height
+            # inf, not zeros: the detector refuses it (model/detector.py), and any other use turns non-finite
+            tensor, sx, sy = torch.full((3, new_h, new_w), float("inf")), new_w / width, new_h / height
         boxes = torch.from_numpy(self._targets[index][0]) * torch.tensor([sx, sy, sx, sy])
         if flip:
             tensor = tensor.flip(-1)

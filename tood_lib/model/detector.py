@@ -51,10 +51,11 @@ class TOOD(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"TOOD: expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
         if backbone_features is None:
-            # Items of a data set with cached features carry NaN placeholder images (data/coco.py).
-            # (Checked on the CPU only, where it costs nothing; on a GPU it would force a sync.)
-            if images.device.type == "cpu" and torch.isnan(images).any():
-                raise ValueError("TOOD: the images are NaN: placeholders of a data set whose backbone features are "
+            # Items of a data set with cached features carry placeholder images filled with inf
+            # (data/coco.py); no normalised image holds an inf. (Checked on the CPU only, where it costs
+            # nothing; on a GPU it would force a sync.)
+            if images.device.type == "cpu" and torch.isinf(images).any():
+                raise ValueError("TOOD: the images hold inf: placeholders of a data set whose backbone features are "
                                  "cached; pass backbone_features=batch.features (or read the images)")
             backbone_features = self.backbone(images)
         features = self.neck(backbone_features)
