@@ -1,6 +1,7 @@
 """The CPU-scale ablation runner on tiny settings: feature caches, a resumable grid in subprocesses,
 the AP curve and plateau rule, the analysed run's time-lapse and Table 6 numbers, tables and verdicts."""
 import json
+import time
 
 import pandas as pd
 import pytest
@@ -111,3 +112,17 @@ def test_finetune_check_compares_the_rankings(tmp_path):
     rows(dict(atss_parallel=0, tood=0.05)).to_csv(tmp_path / "tuned" / "ablation_runs_cpu.csv")  # two pairs not fine-tuned
     check = finetune_check(tmp_path / "frozen", tmp_path / "tuned").set_index("variant")
     assert check.at["tood", "same_ranking"] and pd.isna(check.at["tal_parallel", "same_ranking"])
+
+
+def test_a_superseded_invocation_stays_on_record_but_out_of_the_total(tmp_path):
+    from tood_lib.ablations.runner import _log_invocation
+
+    path = tmp_path / "ablations_cpu_timing.json"
+    path.write_text(json.dumps(dict(invocations=[
+        dict(started="2026-01-01T00:00:00", wall_seconds=600, runs=5, cpus=2, amp="off"),
+        dict(started="2026-01-01T01:00:00", wall_seconds=1900, runs=1, cpus=2, amp="off", superseded=True)])))
+    _log_invocation(tmp_path, time.time() - 100, runs=2)
+    log = json.loads(path.read_text())
+    assert len(log["invocations"]) == 3 and log["invocations"][1]["superseded"]
+    assert log["total_runs"] == 7
+    assert 700 <= log["total_wall_seconds"] <= 702

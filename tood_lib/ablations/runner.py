@@ -334,8 +334,11 @@ def _log_invocation(results_dir: Path, start: float, runs: int) -> None:
     started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start))
     entry = dict(started=started, wall_seconds=round(time.time() - start), runs=runs, cpus=os.cpu_count(), amp="off")
     log["invocations"] = [i for i in log.get("invocations", []) if i.get("started") != started] + [entry]
-    log["total_wall_seconds"] = sum(i["wall_seconds"] for i in log["invocations"])
-    log["total_runs"] = sum(i["runs"] for i in log["invocations"])
+    # An invocation marked "superseded" (its runs were deleted and redone later, e.g. because the
+    # machine was shared while it ran) stays on record but is not counted in the totals.
+    counted = [i for i in log["invocations"] if not i.get("superseded")]
+    log["total_wall_seconds"] = sum(i["wall_seconds"] for i in counted)
+    log["total_runs"] = sum(i["runs"] for i in counted)
     path.write_text(json.dumps(log, indent=2) + "\n")
 
 
