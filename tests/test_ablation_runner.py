@@ -121,8 +121,18 @@ def test_a_superseded_invocation_stays_on_record_but_out_of_the_total(tmp_path):
     path.write_text(json.dumps(dict(invocations=[
         dict(started="2026-01-01T00:00:00", wall_seconds=600, runs=5, cpus=2, amp="off"),
         dict(started="2026-01-01T01:00:00", wall_seconds=1900, runs=1, cpus=2, amp="off", superseded=True)])))
-    _log_invocation(tmp_path, time.time() - 100, runs=2)
+    _log_invocation(tmp_path, time.time() - 100, runs=2, grid="core")
     log = json.loads(path.read_text())
     assert len(log["invocations"]) == 3 and log["invocations"][1]["superseded"]
     assert log["total_runs"] == 7
     assert 700 <= log["total_wall_seconds"] <= 702
+    assert log["core_runs"] == 2 and 100 <= log["core_wall_seconds"] <= 102  # only the invocation that ran core runs
+
+
+def test_an_invocation_knows_its_grid():
+    from tood_lib.ablations.runner import grid_of, grid_runs
+
+    core, full = grid_runs("core"), grid_runs("full")
+    assert grid_of(core[:3]) == "core"
+    assert grid_of([r for r in full if r not in core][:2] + core[:1]) == "full"
+    assert grid_of([Run("shapes", "tood", 7)]) == "other"  # a seed no grid declares

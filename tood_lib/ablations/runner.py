@@ -299,7 +299,7 @@ def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, re
     threads = max(1, (os.cpu_count() or 2) // jobs)
     extra = ["--analysis-images", str(analysis_images)] + (["--finetune"] if finetune else []) \
         + (["--set", *overrides] if overrides else [])
-    failures, finished = [], 0
+    failures, finished, grid = [], 0, ("finetune" if finetune else grid_of(runs))
     with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(runs), initial=len(runs) - len(todo),
                                                             desc="ablation runs", disable=not progress,
                                                             dynamic_ncols=True) as bar:
@@ -312,7 +312,7 @@ def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, re
                 p = r["plateau"]
                 tqdm.write(f"[ablations] {run}: AP {r['AP']:.3f} (at 75 %: {p['AP_75']:.3f}, "
                            f"{'settled' if p['ok'] else 'NOT settled'}) in {r['seconds']:.0f} s")
-                _log_invocation(results_dir, start, finished)
+                _log_invocation(results_dir, start, finished, grid)
                 collect_results(None, out_root, results_dir, with_complexity)
                 if commit:
                     git_commit_results(results_dir, f"ablations: {run} AP {r['AP']:.3f}")
@@ -326,19 +326,33 @@ def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, re
     return results_dir
 
 
-def _log_invocation(results_dir: Path, start: float, runs: int) -> None:
-    """Record this invocation's wall time so far (updated after every run, so a killed session keeps it)."""
+def grid_of(runs: list[Run]) -> str:
+    """Which grid a list of runs belongs to: "core" if every run is in the core grid, else "full" if
+    every run is in the full grid (its rest included), else "other" (e.g. the fine-tuning check)."""
+    for name in ("core", "full"):
+        if set(runs) <= set(grid_runs(name)):
+            return name
+    return "other"
+
+
+def _log_invocation(results_dir: Path, start: float, runs: int, grid: str = "other") -> None:
+    """Record this invocation's wall time so far (updated after every run, so a killed session keeps it).
+    ``grid``: what the invocation was asked to run (:func:`grid_of`); the core grid's time is the sum
+    over the invocations that ran core runs only (``core_wall_seconds``)."""
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / "ablations_cpu_timing.json"
     log = json.loads(path.read_text()) if path.is_file() else dict(invocations=[])
     started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start))
-    entry = dict(started=started, wall_seconds=round(time.time() - start), runs=runs, cpus=os.cpu_count(), amp="off")
+    entry = dict(started=started, wall_seconds=round(time.time() - start), runs=runs, grid=grid,
+                 cpus=os.cpu_count(), amp="off")
     log["invocations"] = [i for i in log.get("invocations", []) if i.get("started") != started] + [entry]
     # An invocation marked "superseded" (its runs were deleted and redone later, e.g. because the
     # machine was shared while it ran) stays on record but is not counted in the totals.
     counted = [i for i in log["invocations"] if not i.get("superseded")]
     log["total_wall_seconds"] = sum(i["wall_seconds"] for i in counted)
     log["total_runs"] = sum(i["runs"] for i in counted)
+    log["core_wall_seconds"] = sum(i["wall_seconds"] for i in counted if i.get("grid") == "core")
+    log["core_runs"] = sum(i["runs"] for i in counted if i.get("grid") == "core")
     path.write_text(json.dumps(log, indent=2) + "\n")
 
 
