@@ -41,8 +41,21 @@ def scheme(cfg: TALConfig, epoch: int) -> str:
 
 def assign(out: HeadOutput, batch: Batch, cfg: TALConfig, method: str) -> Assignment:
     """Run one assignment scheme (see ``scheme``) for a batch; no gradient flows."""
-    sizes, strides = out.feature_sizes, out.strides
-    device = out.scores[0].device
+    if method == "tal":
+        sizes, strides = out.feature_sizes, out.strides
+        priors = torch.cat(multilevel_priors(sizes, strides, device=out.scores[0].device))
+        valid = valid_prior_mask(sizes, strides, batch.pad_shapes.to(priors.device))
+        with torch.no_grad():
+            return task_aligned_assign(out.flat_scores().detach(), out.flat_boxes(pixels=True).detach(), priors,
+                                       batch.gt_boxes, batch.gt_labels, batch.gt_mask, valid,
+                                       alpha=cfg.alpha, beta=cfg.beta, topk=cfg.topk)
+    return geometric_assign(out.feature_sizes, out.strides, batch, cfg, method, device=out.scores[0].device)
+
+
+def geometric_assign(sizes, strides, batch: Batch, cfg: TALConfig, method: str, device=None) -> Assignment:
+    """A scheme that needs no predictions ("atss", "atss_qfl", "max_iou", "fcos", "fovea") for a batch
+    whose feature maps have ``sizes`` [(H_l, W_l)] at ``strides``; no gradient flows."""
+    device = batch.gt_boxes.device if device is None else device
     level_priors = multilevel_priors(sizes, strides, device=device)
     priors = torch.cat(level_priors)
     counts = [len(p) for p in level_priors]
@@ -61,9 +74,6 @@ def assign(out: HeadOutput, batch: Batch, cfg: TALConfig, method: str) -> Assign
         if method == "fovea":
             r = cfg.fovea_scale_ranges
             return fovea_assign(priors, counts, *gts, valid, sigma=cfg.fovea_sigma, scale_ranges=list(zip(r[0::2], r[1::2])))
-        if method == "tal":
-            return task_aligned_assign(out.flat_scores().detach(), out.flat_boxes(pixels=True).detach(), priors,
-                                       *gts, valid, alpha=cfg.alpha, beta=cfg.beta, topk=cfg.topk)
     raise ValueError(f"unknown assignment scheme {method!r}")
 
 
