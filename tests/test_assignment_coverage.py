@@ -44,3 +44,16 @@ def test_counts_on_the_builtin_validation_images():
     # every positive count has at least as many positives as levels, and none is negative
     for m in ("max_iou", "fcos", "atss", "fovea"):
         assert (cov[f"pos_{m}"] >= cov[f"levels_{m}"]).all() and (cov[f"levels_{m}"] >= 0).all()
+
+
+def test_the_coverage_figure_draws_both_data_sets():
+    import matplotlib
+    matplotlib.use("Agg")
+    from tood_lib.analysis.assignment_coverage import plot_coverage
+
+    cfg = experiment_config("fcos_parallel")
+    cov = assignment_coverage([_item([[32.0, 32.0, 96.0, 96.0], [100.0, 4.0, 112.0, 16.0]])], cfg, images=1)
+    fig = plot_coverage({"a": cov, "b": cov})
+    left, right = fig.axes
+    assert sum(p.get_height() for p in left.patches) == 4  # 2 objects in each histogram
+    assert len(right.patches) == 8  # 4 schemes x 2 data sets

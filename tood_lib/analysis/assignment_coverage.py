@@ -69,3 +69,38 @@ def coverage_summary(coverage: pd.DataFrame, pos_iou_thr: float = 0.5) -> pd.Dat
     summary = pd.DataFrame(rows).set_index("scheme")
     summary.attrs["objects_below_pos_iou"] = float((coverage["best_anchor_iou"] < pos_iou_thr).mean())
     return summary
+
+
+def plot_coverage(coverages: dict[str, pd.DataFrame], pos_iou_thr: float = 0.5, neg_iou_thr: float = 0.4):
+    """Left: each object's best IoU with any anchor box (one histogram per data set) against RetinaNet's
+    thresholds. Right: positives per object of each scheme (mean, with the share of objects left
+    without any written on the bar). ``coverages``: {data set: assignment_coverage(...)}."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
+    bins = np.linspace(0, 1, 21)
+    for name, cov in coverages.items():
+        left.hist(cov["best_anchor_iou"], bins=bins, alpha=0.55, label=f"{name} ({len(cov)} objects)")
+    left.axvline(pos_iou_thr, color="green", linestyle="--", label=f"positive from IoU {pos_iou_thr}")
+    left.axvline(neg_iou_thr, color="red", linestyle=":", label=f"negative below IoU {neg_iou_thr}")
+    left.set_xlabel("best IoU of the object with any anchor box (8 x stride)")
+    left.set_ylabel("objects")
+    left.legend(fontsize=8)
+    width = 0.8 / max(len(coverages), 1)
+    x = np.arange(len(SCHEMES))
+    for k, (name, cov) in enumerate(coverages.items()):
+        summary = coverage_summary(cov, pos_iou_thr)
+        bars = right.bar(x + k * width, summary["positives_per_object"], width, label=name)
+        for bar, none in zip(bars, summary["objects_without_positive"]):
+            right.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{none:.0%}\nnone", ha="center",
+                       va="bottom", fontsize=7)
+    right.set_xticks(x + width * (len(coverages) - 1) / 2, [
+        {"max_iou": "IoU thresholds", "fcos": "FCOS centre\nsampling", "atss": "ATSS", "fovea": "FoveaBox"}[m]
+        for m in SCHEMES])
+    right.set_ylabel("positives per object (mean)")
+    right.margins(y=0.2)
+    right.legend(fontsize=8)
+    fig.suptitle("what the geometric schemes give each object at 128 px, before any training", fontsize=11)
+    fig.tight_layout()
+    return fig
