@@ -136,3 +136,71 @@ def test_an_invocation_knows_its_grid():
     assert grid_of(core[:3]) == "core"
     assert grid_of([r for r in full if r not in core][:2] + core[:1]) == "full"
     assert grid_of([Run("shapes", "tood", 7)]) == "other"  # a seed no grid declares
+
+
+def test_replacement_seed_rule():
+    from tood_lib.ablations.runner import MAX_REPLACEMENT_SEEDS, grid_of, grid_runs
+
+    core, full = grid_runs("core"), grid_runs("full")
+    settled = {r: True for r in full}
+    assert grid_runs("core", settled) == core and grid_runs("full", settled) == full  # nothing to replace
+
+    # parallel + TAL seed 1 on the shapes did not settle: seed 5 for it and for its partners in the core claims
+    # (Table 6, TAL vs ATSS, TAL vs ATSS+QFL, TAL+TAP vs TAL); the misaligned set is untouched
+    outcomes = {**settled, Run("shapes", "tal_parallel", 1): False}
+    added = grid_runs("core", outcomes)[len(core):]
+    assert set(added) == {Run("shapes", e, 5) for e in ("tal_parallel", "atss_parallel", "atss_qfl_parallel", "tood")}
+    assert grid_of(added, outcomes) == "core" and grid_of(added) == "other"
+    # the full grid also pairs it for the full grid's claims (the diagnostic without centerness), and keeps core first
+    full_added = grid_runs("full", outcomes)
+    assert full_added[:len(core) + len(added)] == core + added
+    assert set(full_added) - set(full) == set(added) | {Run("shapes", "tal_parallel_no_centerness", 5)}
+
+    # an experiment with 3 seeds gets seed 3; its partner (TOOD, 5 seeds) already has it
+    outcomes = {**settled, Run("shapes", "tood_no_prob_map", 1): False}
+    assert grid_runs("core", outcomes)[len(core):] == [Run("shapes", "tood_no_prob_map", 3)]
+
+    # a replacement that does not settle is replaced in turn, at most MAX_REPLACEMENT_SEEDS times
+    outcomes = {**settled, **{Run("shapes", "tal_parallel", s): False for s in (1, 5, 6)}}
+    seeds = sorted(r.seed for r in grid_runs("core", outcomes) if r.dataset == "shapes" and r.experiment == "tal_parallel")
+    assert MAX_REPLACEMENT_SEEDS == 2 and seeds == [0, 1, 2, 3, 4, 5, 6]
+    # a partner's replacement run that does not settle counts against the partner: ATSS+QFL seed 5 -> seed 6,
+    # with its own core partners (ATSS for ATSS+QFL > ATSS; parallel + TAL for TAL > ATSS+QFL)
+    outcomes = {**settled, Run("shapes", "tal_parallel", 1): False, Run("shapes", "atss_qfl_parallel", 5): False}
+    added = set(grid_runs("core", outcomes)[len(core):])
+    assert {Run("shapes", e, 6) for e in ("atss_qfl_parallel", "atss_parallel", "tal_parallel")} <= added
+    assert Run("shapes", "tood", 6) not in added  # TOOD is no partner of ATSS+QFL
+
+
+def test_run_grid_runs_the_replacements(tmp_path, monkeypatch):
+    """run_grid with grid="core": the declared runs, then the replacement runs once an unsettled one is known
+    (training replaced by a stub that writes result.json; the rule and the loop are what is tested)."""
+    from tood_lib.ablations import runner
+
+    unsettled = {Run("shapes", "tood_no_prob_map", 1), Run("shapes", "tood_no_prob_map", 3)}
+    launched = []
+
+    def fake_launch(run, out_root, threads, extra):
+        folder = run_dir(run, out_root)
+        folder.mkdir(parents=True, exist_ok=True)
+        record = dict(dataset=run.dataset, experiment=run.experiment, seed=run.seed, AP=0.3, seconds=0.0,
+                      plateau=dict(epoch_75=9, AP_75=0.3, AP_final=0.3, ok=run not in unsettled))
+        (folder / "result.json").write_text(json.dumps(record))
+        launched.append(run)
+        return record
+
+    monkeypatch.setattr(runner, "_launch", fake_launch)
+    monkeypatch.setattr(runner, "prepare_features", lambda *a, **k: None)
+    monkeypatch.setattr(runner, "collect_results", lambda *a, **k: None)
+    out = tmp_path / "runs"
+    core = runner.grid_runs("core")
+    runner.run_grid(core, jobs=2, out_root=out, results_dir=tmp_path / "results", progress=False, grid="core")
+    # seed 1 -> seed 3; seed 3 unsettled too -> seed 4 (TOOD already has 3 and 4); then the cap
+    assert launched[:len(core)] != [] and set(launched[:len(core)]) == set(core)
+    assert launched[len(core):] == [Run("shapes", "tood_no_prob_map", 3), Run("shapes", "tood_no_prob_map", 4)]
+    timing = json.loads((tmp_path / "results" / "ablations_cpu_timing.json").read_text())
+    assert timing["invocations"][0]["grid"] == "core" and timing["core_runs"] == len(core) + 2
+    launched.clear()
+    runner.run_grid(runner.grid_runs("core", runner.run_outcomes(out)), jobs=2, out_root=out,
+                    results_dir=tmp_path / "results", progress=False, grid="core")
+    assert launched == []  # resumed: nothing left

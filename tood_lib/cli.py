@@ -126,13 +126,14 @@ def _ablations(args) -> None:
         runs = [runner.Run(d, e, s) for d in datasets for e in args.experiments
                 for s in (args.seeds if args.seeds is not None else runner.seeds_of(e))]
     else:
-        runs = runner.grid_runs(args.grid)
+        runs = runner.grid_runs(args.grid, runner.run_outcomes(out_root))  # with the replacement runs known so far
         if args.datasets:
             runs = [r for r in runs if r.dataset in args.datasets]
     if args.action == "run":
         # (tables.py is imported only when the runs are collected, so a long grid tabulates with current code)
         runner.run_grid(runs, jobs=args.jobs, out_root=out_root, results_dir=results, overrides=args.set,
-                        analysis_images=args.analysis_images, commit=args.commit)
+                        analysis_images=args.analysis_images, commit=args.commit,
+                        grid=None if args.experiments else args.grid)
         print(f"[ablations] results, tables and verdicts in {results}")
     elif args.action == "run-one":
         if len(args.experiments) != 1:

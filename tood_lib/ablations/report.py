@@ -49,7 +49,7 @@ def grid_status(results_dir=None) -> pd.DataFrame:
     import json
     from pathlib import Path
 
-    from tood_lib.ablations.runner import RESULTS_DIR, grid_runs
+    from tood_lib.ablations.runner import RESULTS_DIR, grid_runs, result_outcomes
 
     results_dir = Path(results_dir or RESULTS_DIR)
     def keys(name):
@@ -59,10 +59,11 @@ def grid_status(results_dir=None) -> pd.DataFrame:
         frame = pd.read_csv(path)
         return set(zip(frame["dataset"], frame["experiment"], frame["seed"])) if len(frame) else set()
     settled, unsettled = keys("ablation_runs_cpu.csv"), keys("unsettled_runs_cpu.csv")
+    outcomes = result_outcomes(results_dir)  # "declared" includes the replacement runs these ask for
     rows = []
     for grid in ("core", "full"):
         for dataset in ("shapes", "misaligned"):
-            declared = {(r.dataset, r.experiment, r.seed) for r in grid_runs(grid) if r.dataset == dataset}
+            declared = {(r.dataset, r.experiment, r.seed) for r in grid_runs(grid, outcomes) if r.dataset == dataset}
             rows.append(dict(grid=grid, dataset=dataset, declared=len(declared), settled=len(declared & settled),
                              unsettled=len(declared & unsettled), missing=len(declared - settled - unsettled)))
     out = pd.DataFrame(rows)

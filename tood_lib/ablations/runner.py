@@ -70,20 +70,111 @@ def seeds_of(experiment: str) -> range:
     return range(SEEDS_TABLE6 if experiment in TABLE6 else SEEDS_OTHER)
 
 
-def grid_runs(grid: str = "core") -> list[Run]:
+def grid_runs(grid: str = "core", outcomes: dict[Run, bool] | None = None) -> list[Run]:
     """Every run of a grid, core first, in a stable order. "core": the experiments of the claims
     declared core on each data set (``claims.py``); "full": also every other claim's experiments on
-    the data sets it is judged on, and every row of Tables 1-4 on the shapes."""
+    the data sets it is judged on, and every row of Tables 1-4 on the shapes.
+
+    ``outcomes`` (finished run -> did it settle; :func:`run_outcomes`, :func:`result_outcomes`) adds
+    the runs that the replacement-seed rule asks for (:func:`replacement_runs`); the core grid's
+    replacements come right after its declared runs, so the core grid stays the full grid's start."""
     from tood_lib.ablations.claims import claim_experiments
 
     if grid not in ("core", "full"):
         raise ValueError(f"grid: expected 'core' or 'full', got {grid!r}")
-    runs = [Run(d, e, s) for d in CPU_DATASETS for e in claim_experiments(d, core=True) for s in seeds_of(e)]
+    declared = [Run(d, e, s) for d in CPU_DATASETS for e in claim_experiments(d, core=True) for s in seeds_of(e)]
+    runs = declared + (replacement_runs(declared, outcomes, "core") if outcomes else [])
     if grid == "full":
         extra = [Run(d, e, s) for d in CPU_DATASETS for e in claim_experiments(d, core=False) for s in seeds_of(e)]
         extra += [Run("shapes", e, s) for e in experiments_in_tables() for s in seeds_of(e)]
-        runs += [r for r in dict.fromkeys(extra) if r not in set(runs)]
+        declared += [r for r in dict.fromkeys(extra) if r not in set(declared)]
+        runs += [r for r in declared if r not in set(runs)]
+        if outcomes:
+            runs += [r for r in replacement_runs(declared, outcomes, "full") if r not in set(runs)]
     return runs
+
+
+# The replacement-seed rule. Declared 2026-12-02, after the core grid had run and two of its 61 runs
+# had not settled (shapes/tal_parallel/seed1, shapes/tood_no_prob_map/seed1), and before any
+# replacement run; the same for every experiment of either grid, whatever its runs scored:
+# - a run that finished without meeting the plateau rule stays out of every table (as before), and
+#   its experiment gets the next seed after the highest it has (a Table 6 experiment, seeds 0-4,
+#   gets seed 5; another, seeds 0-2, gets seed 3), at most MAX_REPLACEMENT_SEEDS times per
+#   experiment and data set;
+# - claims are judged on paired seeds, so that seed is also run for every experiment the
+#   replaced one is compared with in a claim on that data set (in the core grid, the core claims;
+#   a partner that already has the seed keeps its run);
+# - a replacement run that does not settle is itself replaced by the same rule.
+MAX_REPLACEMENT_SEEDS = 2
+
+
+def replacement_runs(runs: list[Run], outcomes: dict[Run, bool], grid: str = "full") -> list[Run]:
+    """The runs the replacement-seed rule adds to ``runs`` (a grid's declared runs), given the
+    ``outcomes`` known so far (finished run -> settled), in a stable order. Applied until nothing
+    changes, so replacement runs that finished unsettled are replaced in turn. For the full grid
+    the core grid's replacements are made first (with the core claims' partners, exactly as
+    ``grid="core"`` makes them), then given the partners of the other claims too."""
+    from tood_lib.ablations.claims import CLAIMS, claim_experiments
+
+    seeds: dict[tuple[str, str], set[int]] = {}
+    for r in runs:
+        seeds.setdefault((r.dataset, r.experiment), set()).add(r.seed)
+    own = dict.fromkeys(seeds, 0)  # replacements each experiment has had for unsettled runs of its own
+    replaced: list[tuple[str, str, int]] = []  # (data set, experiment, new seed)
+    added: list[Run] = []
+
+    def partners(dataset: str, experiment: str, mode: str) -> list[str]:
+        names = [experiment]
+        for claim in CLAIMS:
+            members = (claim.baseline, claim.variant, *claim.others)
+            if experiment in members and dataset in (claim.core if mode == "core" else claim.datasets):
+                names += [m for m in members if m not in names and (dataset, m) in seeds]
+        return names
+
+    def give(dataset: str, names: list[str], seed: int) -> None:
+        for name in names:
+            if seed not in seeds[(dataset, name)]:
+                seeds[(dataset, name)].add(seed)
+                added.append(Run(dataset, name, seed))
+
+    for mode in ("core",) if grid == "core" else ("core", "full"):
+        core = {(d, e) for d in CPU_DATASETS for e in claim_experiments(d, core=True)}
+        eligible = [key for key in seeds if mode == "full" or key in core]
+        for dataset, experiment, seed in replaced:  # an earlier pass's replacements get this pass's partners
+            give(dataset, partners(dataset, experiment, mode), seed)
+        changed = True
+        while changed:
+            changed = False
+            for key in eligible:
+                unsettled = sum(outcomes.get(Run(*key, s)) is False for s in seeds[key])
+                if unsettled > own[key] and own[key] < MAX_REPLACEMENT_SEEDS:
+                    own[key] += 1
+                    seed = max(seeds[key]) + 1
+                    replaced.append((*key, seed))
+                    give(key[0], partners(*key, mode), seed)
+                    changed = True
+    return added
+
+
+def run_outcomes(out_root: str | Path = RUNS_DIR) -> dict[Run, bool]:
+    """Every finished run under ``out_root`` -> whether it met the plateau rule (from its result.json)."""
+    found = {}
+    for path in sorted(Path(out_root).glob("*/*/seed*/result.json")):
+        r = json.loads(path.read_text())
+        found[Run(r["dataset"], r["experiment"], int(r["seed"]))] = bool(r["plateau"]["ok"])
+    return found
+
+
+def result_outcomes(results_dir: str | Path = RESULTS_DIR) -> dict[Run, bool]:
+    """The same from the collected results (committed): settled rows and ``unsettled_runs_cpu.csv``."""
+    found = {}
+    for name, ok in (("ablation_runs_cpu.csv", True), ("unsettled_runs_cpu.csv", False)):
+        path = Path(results_dir) / name
+        if path.is_file() and path.stat().st_size > 1:
+            frame = pd.read_csv(path)
+            found.update({Run(d, e, int(s)): ok for d, e, s in zip(frame["dataset"], frame["experiment"], frame["seed"])}
+                         if len(frame) else {})
+    return found
 
 
 def run_dir(run: Run, root: str | Path = RUNS_DIR) -> Path:
@@ -284,9 +375,12 @@ def git_commit_results(results_dir: Path, message: str) -> None:
 
 def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, results_dir: str | Path = RESULTS_DIR,
              progress: bool = True, overrides: list[str] | None = None, analysis_images: int = TIMELAPSE_IMAGES,
-             with_complexity: bool = True, commit: bool = False, finetune: bool = False) -> Path:
+             with_complexity: bool = True, commit: bool = False, finetune: bool = False,
+             grid: str | None = None) -> Path:
     """Run every pending run, collecting (and with ``commit``, committing) the results after each one.
-    ``finetune``: the runs train their backbone (see :func:`run_experiment`)."""
+    ``finetune``: the runs train their backbone (see :func:`run_experiment`). ``grid`` ("core" or
+    "full", when ``runs`` are that grid's): once they have finished, also run the replacement runs
+    the replacement-seed rule asks for (on the same data sets), until it asks for none."""
     start = time.time()
     unknown = sorted({r.experiment for r in runs if r.experiment not in EXPERIMENTS})
     if unknown:
@@ -299,38 +393,51 @@ def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, re
     threads = max(1, (os.cpu_count() or 2) // jobs)
     extra = ["--analysis-images", str(analysis_images)] + (["--finetune"] if finetune else []) \
         + (["--set", *overrides] if overrides else [])
-    failures, finished, grid = [], 0, ("finetune" if finetune else grid_of(runs))
+    label = "finetune" if finetune else grid_of(runs, run_outcomes(out_root))
+    datasets = {r.dataset for r in runs}
+    failures, finished = [], 0
     with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(runs), initial=len(runs) - len(todo),
                                                             desc="ablation runs", disable=not progress,
                                                             dynamic_ncols=True) as bar:
-        futures = {pool.submit(_launch, r, out_root, threads, extra): r for r in todo}
-        for future in as_completed(futures):
-            run = futures[future]
-            try:
-                r = future.result()
-                finished += 1
-                p = r["plateau"]
-                tqdm.write(f"[ablations] {run}: AP {r['AP']:.3f} (at 75 %: {p['AP_75']:.3f}, "
-                           f"{'settled' if p['ok'] else 'NOT settled'}) in {r['seconds']:.0f} s")
-                _log_invocation(results_dir, start, finished, grid)
-                collect_results(None, out_root, results_dir, with_complexity)
-                if commit:
-                    git_commit_results(results_dir, f"ablations: {run} AP {r['AP']:.3f}")
-            except RuntimeError as err:
-                failures.append(str(err))
-                tqdm.write(f"[ablations] {err}")
-            bar.update(1)
+        while todo:
+            futures = {pool.submit(_launch, r, out_root, threads, extra): r for r in todo}
+            for future in as_completed(futures):
+                run = futures[future]
+                try:
+                    r = future.result()
+                    finished += 1
+                    p = r["plateau"]
+                    tqdm.write(f"[ablations] {run}: AP {r['AP']:.3f} (at 75 %: {p['AP_75']:.3f}, "
+                               f"{'settled' if p['ok'] else 'NOT settled'}) in {r['seconds']:.0f} s")
+                    _log_invocation(results_dir, start, finished, label)
+                    collect_results(None, out_root, results_dir, with_complexity)
+                    if commit:
+                        git_commit_results(results_dir, f"ablations: {run} AP {r['AP']:.3f}")
+                except RuntimeError as err:
+                    failures.append(str(err))
+                    tqdm.write(f"[ablations] {err}")
+                bar.update(1)
+            todo = []
+            if grid and not failures:
+                todo = [r for r in grid_runs(grid, run_outcomes(out_root)) if r.dataset in datasets and r not in set(runs)]
+                if todo:
+                    tqdm.write(f"[ablations] the replacement-seed rule adds {len(todo)} runs: "
+                               + ", ".join(map(str, todo)))
+                    runs = runs + todo
+                    bar.total = len(runs)
+                    bar.refresh()
     collect_results(None, out_root, results_dir, with_complexity)  # every declared run on disk, not only these
     if failures:
         raise RuntimeError("some runs failed (rerun the command to retry them):\n" + "\n".join(failures))
     return results_dir
 
 
-def grid_of(runs: list[Run]) -> str:
+def grid_of(runs: list[Run], outcomes: dict[Run, bool] | None = None) -> str:
     """Which grid a list of runs belongs to: "core" if every run is in the core grid, else "full" if
-    every run is in the full grid (its rest included), else "other" (e.g. the fine-tuning check)."""
+    every run is in the full grid (its rest included), else "other" (e.g. the fine-tuning check).
+    ``outcomes``: as for :func:`grid_runs` (replacement runs belong to their grid)."""
     for name in ("core", "full"):
-        if set(runs) <= set(grid_runs(name)):
+        if set(runs) <= set(grid_runs(name, outcomes)):
             return name
     return "other"
 
@@ -358,7 +465,8 @@ def _log_invocation(results_dir: Path, start: float, runs: int, grid: str = "oth
 
 def collect_results(runs: list[Run] | None = None, out_root: str | Path = RUNS_DIR,
                     results_dir: str | Path = RESULTS_DIR, with_complexity: bool = True) -> pd.DataFrame:
-    """Gather the finished runs (``runs``; default: every run of the full grid found under ``out_root``)
+    """Gather the finished runs (``runs``; default: every run of the full grid, replacement runs
+    included, found under ``out_root``)
     into ``results_dir``: ``ablation_runs_cpu.csv`` (one row per settled run),
     ``ap_curves_cpu.csv``, ``unsettled_runs_cpu.csv``, ``timelapse_cpu.csv``, ``table6_nms_cpu.csv``,
     ``snapshots_cpu.pt``, the paper-format tables and ``verdicts_cpu.csv``."""
@@ -367,7 +475,7 @@ def collect_results(runs: list[Run] | None = None, out_root: str | Path = RUNS_D
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     rows, unsettled, curves, timelapse, nms, snapshots = [], [], [], [], [], {}
-    for run in runs if runs is not None else grid_runs("full"):
+    for run in runs if runs is not None else grid_runs("full", run_outcomes(out_root)):
         path = run_dir(run, out_root) / "result.json"
         if not path.is_file():
             continue
