@@ -151,7 +151,8 @@ def _ablations(args) -> None:
                         with_complexity=False, commit=args.commit, finetune=True)
         print(runner.finetune_check(results, tuned).to_string(index=False))
     elif args.action == "tables":
-        runner.collect_results(runs, out_root, results)
+        # an explicit list of experiments tabulates those; otherwise every finished run of the full grid
+        runner.collect_results(runs if args.experiments else None, out_root, results)
         print(f"[ablations] tables written to {results}")
     elif args.action == "write-configs":
         for path in grid.write_coco_configs():
