@@ -204,3 +204,25 @@ def test_run_grid_runs_the_replacements(tmp_path, monkeypatch):
     runner.run_grid(runner.grid_runs("core", runner.run_outcomes(out)), jobs=2, out_root=out,
                     results_dir=tmp_path / "results", progress=False, grid="core")
     assert launched == []  # resumed: nothing left
+
+
+def test_tables_without_names_tabulates_every_finished_run(tmp_path, capsys):
+    """`ablations tables` with no experiment names: the rows of every finished run of the full grid,
+    core and the rest of Tables 1-4 alike (it once took the core grid only and dropped the rest)."""
+    from tood_lib.ablations import runner
+    from tood_lib.ablations.runner import STAT_KEYS
+    from tood_lib.cli import main
+
+    core = runner.grid_runs("core")
+    rest = [r for r in runner.grid_runs("full") if r not in set(core)]
+    finished = [core[0], rest[0]]
+    for i, run in enumerate(finished):
+        folder = run_dir(run, tmp_path / "runs")
+        folder.mkdir(parents=True)
+        record = dict(dataset=run.dataset, experiment=run.experiment, seed=run.seed,
+                      **{k: 0.3 + 0.1 * i for k in STAT_KEYS}, ap_curve=[[9, 0.3 + 0.1 * i], [12, 0.3 + 0.1 * i]],
+                      plateau=dict(epoch_75=9, AP_75=0.3 + 0.1 * i, AP_final=0.3 + 0.1 * i, ok=True))
+        (folder / "result.json").write_text(json.dumps(record))
+    assert main(["ablations", "tables", "--out-root", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]) == 0
+    table = pd.read_csv(tmp_path / "results" / "ablation_runs_cpu.csv")
+    assert sorted(zip(table.dataset, table.experiment, table.seed)) == sorted((r.dataset, r.experiment, r.seed) for r in finished)
