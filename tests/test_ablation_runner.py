@@ -107,11 +107,34 @@ def test_finetune_check_compares_the_rankings(tmp_path):
     rows(dict(atss_parallel=0, tood=0.03, tal_parallel=-0.02, atss_t_head=0.01)).to_csv(tmp_path / "frozen" / "ablation_runs_cpu.csv")
     rows(dict(atss_parallel=0, tood=0.05, tal_parallel=0.01, atss_t_head=0.02)).to_csv(tmp_path / "tuned" / "ablation_runs_cpu.csv")
     check = finetune_check(tmp_path / "frozen", tmp_path / "tuned").set_index("variant")
-    assert check.at["tood", "same_ranking"] and not check.at["tal_parallel", "same_ranking"]
+    assert check.at["tood", "agreement"] == "same" and check.at["tood", "frozen_order"] == "variant higher"
+    assert check.at["tal_parallel", "agreement"] == "opposite" and not check.at["tal_parallel", "same_sign"]
     assert check.at["tood", "frozen_delta"] == pytest.approx(3.0) and check.at["tood", "finetuned_delta"] == pytest.approx(5.0)
     rows(dict(atss_parallel=0, tood=0.05)).to_csv(tmp_path / "tuned" / "ablation_runs_cpu.csv")  # two pairs not fine-tuned
     check = finetune_check(tmp_path / "frozen", tmp_path / "tuned").set_index("variant")
-    assert check.at["tood", "same_ranking"] and pd.isna(check.at["tal_parallel", "same_ranking"])
+    assert check.at["tood", "agreement"] == "same" and pd.isna(check.at["tal_parallel", "agreement"])
+
+
+def test_finetune_check_judges_orders_with_the_2_se_rule(tmp_path):
+    """A Δ within 2 SE is a tie, whatever its sign: two ties agree; a tie against a clear order is
+    "one not distinguishable", not a reversal."""
+    from tood_lib.ablations.runner import finetune_check
+
+    def rows(deltas):  # per-seed Δ of the variants over atss_parallel
+        return pd.DataFrame([dict(dataset="shapes", experiment=e, seed=s, AP=0.40 + (d[s] if e != "atss_parallel" else 0))
+                             for e, d in deltas.items() for s in range(3)])
+    for name in ("frozen", "tuned"):
+        (tmp_path / name).mkdir()
+    noisy_up, noisy_down, clear_up = [0.03, -0.02, 0.02], [-0.03, 0.02, -0.02], [0.03, 0.031, 0.029]
+    rows(dict(atss_parallel=[0] * 3, tood=clear_up, tal_parallel=noisy_up, atss_t_head=clear_up)) \
+        .to_csv(tmp_path / "frozen" / "ablation_runs_cpu.csv")
+    rows(dict(atss_parallel=[0] * 3, tood=clear_up, tal_parallel=noisy_down, atss_t_head=noisy_up)) \
+        .to_csv(tmp_path / "tuned" / "ablation_runs_cpu.csv")
+    check = finetune_check(tmp_path / "frozen", tmp_path / "tuned").set_index("variant")
+    assert check.at["tal_parallel", "frozen_order"] == check.at["tal_parallel", "finetuned_order"] == "not distinguishable"
+    assert check.at["tal_parallel", "agreement"] == "same" and not check.at["tal_parallel", "same_sign"]
+    assert check.at["atss_t_head", "agreement"] == "one not distinguishable"
+    assert check.at["tood", "agreement"] == "same"
 
 
 def test_a_superseded_invocation_stays_on_record_but_out_of_the_total(tmp_path):

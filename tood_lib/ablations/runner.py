@@ -508,9 +508,22 @@ def collect_results(runs: list[Run] | None = None, out_root: str | Path = RUNS_D
 
 
 # ------------------------------------------------------------------------------------ the fine-tuning check
+def _order(delta: float, se: float, seeds: int) -> str | None:
+    """A pair's order under the verdicts' rule: beyond 2 SE one way or the other, else a tie."""
+    if seeds < 2:
+        return None
+    if abs(delta) <= 2 * se:
+        return "not distinguishable"
+    return "variant higher" if delta > 0 else "baseline higher"
+
+
 def finetune_check(frozen_dir: str | Path = RESULTS_DIR, finetuned_dir: str | Path = RESULTS_DIR / "finetune") -> pd.DataFrame:
     """For each of :data:`FINETUNE_PAIRS` on the shapes: the paired Δ AP (± SE) with the frozen, cached
-    backbone and with the fine-tuned one, and whether the two protocols rank the pair the same way.
+    backbone and with the fine-tuned one, each protocol's order of the pair under the verdicts' 2-SE rule
+    ("variant higher", "baseline higher" or "not distinguishable"), and ``agreement``: "same" (the same
+    order), "opposite" (one protocol puts the variant above, the other below) or "one not distinguishable";
+    empty for a pair not run under both. ``same_sign`` compares the signs of the two mean Δs only (a
+    difference within noise has a sign too, which is why it is not the criterion).
     Written to ``frozen_dir/finetune_check_cpu.csv``."""
     from tood_lib.ablations.claims import paired
 
@@ -526,9 +539,14 @@ def finetune_check(frozen_dir: str | Path = RESULTS_DIR, finetuned_dir: str | Pa
                         f"{name}_seeds": len(d),
                         f"{name}_baseline_AP": 100 * runs[runs.experiment == baseline]["AP"].mean(),
                         f"{name}_variant_AP": 100 * runs[runs.experiment == variant]["AP"].mean()})
-        both = not (math.isnan(row["frozen_delta"]) or math.isnan(row["finetuned_delta"]))
-        row["same_ranking"] = bool(math.copysign(1, row["frozen_delta"]) == math.copysign(1, row["finetuned_delta"])) \
-            if both else None  # a pair not run under both protocols is not judged
+        both = all(row[f"{name}_seeds"] >= 2 for name in ("frozen", "finetuned"))
+        orders = [_order(row[f"{name}_delta"], row[f"{name}_se"], row[f"{name}_seeds"]) for name in ("frozen", "finetuned")]
+        row["frozen_order"], row["finetuned_order"] = orders
+        # a pair not run (with two seeds at least) under both protocols is not judged
+        row["agreement"] = None if not both else "same" if orders[0] == orders[1] else \
+            "one not distinguishable" if "not distinguishable" in orders else "opposite"
+        row["same_sign"] = bool(math.copysign(1, row["frozen_delta"]) == math.copysign(1, row["finetuned_delta"])) \
+            if both else None
         rows.append(row)
     out = pd.DataFrame(rows)
     out.to_csv(Path(frozen_dir) / "finetune_check_cpu.csv", index=False, float_format="%.4f")
