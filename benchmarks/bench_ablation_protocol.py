@@ -79,7 +79,7 @@ def main() -> None:
     rows = []
     for name, overrides, cached in protocols:
         torch.manual_seed(0)
-        cfg = apply_overrides(experiment_config(args.experiment, "cpu", "shapes"), overrides)  # (edits in place)
+        cfg = apply_overrides(base, overrides)
         model = build_model(cfg).train()
         batch = synthetic_batch(batch_size, size, cfg.model.num_classes, cfg)
         if cached:

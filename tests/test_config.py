@@ -50,6 +50,17 @@ def test_overrides():
         apply_overrides(get_preset("tood_small"), ["train.lr"])
 
 
+def test_overrides_leave_the_given_config_as_it_was():
+    """One base config, several variants: each variant sees the base, not the previous variant's edits."""
+    base = get_preset("tood_small")
+    frozen = apply_overrides(base, ["model.frozen_stages=4"])
+    assert frozen.model.frozen_stages == 4 and base.model.frozen_stages == get_preset("tood_small").model.frozen_stages
+    assert apply_overrides(base, []).model.frozen_stages == base.model.frozen_stages and apply_overrides(base, []) is not base
+    with pytest.raises(ValueError):
+        apply_overrides(base, ["train.lr=0.5", "train.lr=fast"])  # refused half-way
+    assert base.train.lr == get_preset("tood_small").train.lr
+
+
 def test_unknown_backbone_depth_is_a_clear_error():
     with pytest.raises(ValueError, match=r"model.depth: expected one of \(18, 34, 50, 101\), got 152"):
         apply_overrides(get_preset("tood_small"), ["model.depth=152"])

@@ -289,7 +289,10 @@ def _parse_value(text: str, kind) -> object:
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``section.field=value`` strings, e.g. ``train.lr=0.02`` or ``model.dcn_stages=0,1,1,1``."""
+    """Apply ``section.field=value`` strings, e.g. ``train.lr=0.02`` or ``model.dcn_stages=0,1,1,1``.
+
+    Returns a new Config; the one given is left as it was (also when an override is refused)."""
+    cfg = copy.deepcopy(cfg)
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r}: expected section.field=value")
