@@ -229,7 +229,7 @@ def test_run_grid_runs_the_replacements(tmp_path, monkeypatch):
     assert launched == []  # resumed: nothing left
 
 
-def test_tables_without_names_tabulates_every_finished_run(tmp_path, capsys):
+def test_tables_without_names_tabulates_every_finished_run(tmp_path):
     """`ablations tables` with no experiment names: the rows of every finished run of the full grid,
     core and the rest of Tables 1-4 alike (it once took the core grid only and dropped the rest)."""
     from tood_lib.ablations import runner

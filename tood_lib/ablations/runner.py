@@ -509,12 +509,12 @@ def collect_results(runs: list[Run] | None = None, out_root: str | Path = RUNS_D
 
 # ------------------------------------------------------------------------------------ the fine-tuning check
 def _order(delta: float, se: float, seeds: int) -> str | None:
-    """A pair's order under the verdicts' rule: beyond 2 SE one way or the other, else a tie."""
-    if seeds < 2:
-        return None
-    if abs(delta) <= 2 * se:
-        return "not distinguishable"
-    return "variant higher" if delta > 0 else "baseline higher"
+    """A pair's order under the verdicts' own rule (claims.verdict, with "variant higher" as the claim):
+    beyond 2 SE one way or the other, else a tie; None with fewer than two seeds."""
+    from tood_lib.ablations.claims import verdict
+
+    return {"reproduced": "variant higher", "reversed": "baseline higher",
+            "not distinguishable": "not distinguishable"}.get(verdict(delta, se, 1.0, seeds))
 
 
 def finetune_check(frozen_dir: str | Path = RESULTS_DIR, finetuned_dir: str | Path = RESULTS_DIR / "finetune") -> pd.DataFrame:
