@@ -3,6 +3,7 @@
     python benchmarks/bench_ablation_protocol.py                 # the grid's recipe: TOOD, 128 px, batch 8, 1 thread
     python benchmarks/bench_ablation_protocol.py --size 192 192  # the same at the main job's resolution
     python benchmarks/bench_ablation_protocol.py --threads 2     # one run on both cores instead of two runs at once
+    python benchmarks/bench_ablation_protocol.py --candidates    # the cached step at each candidate bench canvas
 
 The protocols (issue 11's levers):
 
@@ -60,7 +61,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=9)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-bf16", action="store_true", help="fp32 only (a CPU without bf16 kernels is slow at it)")
+    parser.add_argument("--candidates", action="store_true",
+                        help="the cached protocol at every candidate canvas of ablations/bench.py (its anchor scale with it)")
     args = parser.parse_args()
+    if args.candidates:
+        return candidates(args)
 
     from tood_lib.ablations.grid import experiment_config
     from tood_lib.ablations.runner import FINETUNE_OVERRIDES
@@ -103,6 +108,32 @@ def main() -> None:
             line += f" {r['bf16']:8.0f} {r['bf16'] * GRID_STEPS / 60000:8.1f}"
         print(line)
     print(f"[bench] 'run min' = {GRID_STEPS} steps x the median step, without evaluation; 'x' = speed-up over fine-tuning (fp32)")
+
+
+def candidates(args) -> None:
+    """The grid's protocol (frozen, cached) at each candidate canvas of the bench, same proportions."""
+    from tood_lib.ablations.bench import CANDIDATES
+    from tood_lib.ablations.grid import experiment_config
+    from tood_lib.config import apply_overrides, build_model
+
+    torch.set_num_threads(args.threads)
+    print(f"[bench] {args.experiment}, frozen backbone with cached features, {args.threads} thread(s), TAL phase; "
+          f"torch {torch.__version__}; median of {args.steps} steps")
+    print(f"{'canvas':>7s} {'anchor':>7s} {'fp32 ms':>8s} {'run min':>8s}" + ("" if args.no_bf16 else f" {'bf16 ms':>8s} {'run min':>8s}"))
+    for canvas, scale in CANDIDATES.items():
+        torch.manual_seed(0)
+        cfg = apply_overrides(experiment_config(args.experiment, "cpu", "shapes"),
+                              [f"data.img_scale={canvas},{canvas}", f"model.anchor_scale={scale}"])
+        model = build_model(cfg).train()
+        batch = synthetic_batch(args.batch or cfg.train.batch_size, (canvas, canvas), cfg.model.num_classes, cfg)
+        with torch.no_grad():
+            batch = dataclasses.replace(batch, features=[f.detach() for f in model.backbone(batch.images)])
+        line = f"{canvas:5d}px {scale:7g}"
+        for amp in ([False] if args.no_bf16 else [False, True]):
+            ms = step_ms(model, batch, cfg.tal.warmup_epochs, amp, args.steps, args.warmup)
+            line += f" {ms:8.0f} {ms * GRID_STEPS / 60000:8.1f}"
+        print(line, flush=True)
+    print(f"[bench] 'run min' = {GRID_STEPS} steps x the median step, without evaluation")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""The misalignment data set (data/misaligned.py): the class is a small off-centre mark, the box the body."""
+"""The misalignment data sets: the class is a small off-centre mark, the box the body. The first
+bench's version (data/misaligned_v1.py, written for sizes="single_level") and its redesign for the
+multi-level bench (data/misaligned.py, sizes="multi_level")."""
 import json
 
 import numpy as np
@@ -7,22 +9,25 @@ import pytest
 from tood_lib.data.builtin import build_builtin_dataset
 from tood_lib.data.check import check_split
 from tood_lib.data.coco import CocoDetection
+from tood_lib.data import misaligned
 from tood_lib.data.misaligned import MARKS, draw_misaligned_scene
+from tood_lib.data.misaligned_v1 import draw_misaligned_scene_v1
 from tood_lib.data.synthetic import shape_mask
 
 SEEDS = range(40)
 
 
-def test_scenes_are_deterministic():
-    a, b = draw_misaligned_scene(7), draw_misaligned_scene(7)
+@pytest.mark.parametrize("draw", [draw_misaligned_scene_v1, draw_misaligned_scene])
+def test_scenes_are_deterministic(draw):
+    a, b = draw(7), draw(7)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not np.array_equal(draw_misaligned_scene(8)[0], a[0])
+    assert not np.array_equal(draw(8)[0], a[0])
 
 
-def test_marks_sit_off_centre_inside_non_overlapping_bodies():
+def test_v1_marks_sit_off_centre_inside_non_overlapping_bodies():
     offsets = []
     for seed in SEEDS:
-        image, bodies, labels, marks = draw_misaligned_scene(seed)
+        image, bodies, labels, marks = draw_misaligned_scene_v1(seed)
         assert len(bodies) == len(labels) == len(marks) >= 1 and set(labels.tolist()) <= set(range(len(MARKS)))
         for i, (body, mark) in enumerate(zip(bodies, marks)):
             assert body[0] <= mark[0] and body[1] <= mark[1] and mark[2] <= body[2] and mark[3] <= body[3]
@@ -38,9 +43,10 @@ def test_marks_sit_off_centre_inside_non_overlapping_bodies():
     assert min(offsets) > 0.2 and np.median(offsets) > 0.3  # the mark is never at the centre
 
 
-def test_the_mark_is_painted_in_one_colour_unlike_its_body():
+@pytest.mark.parametrize("draw", [draw_misaligned_scene_v1, draw_misaligned_scene])
+def test_the_mark_is_painted_in_one_colour_unlike_its_body(draw):
     for seed in SEEDS:
-        image, bodies, labels, marks = draw_misaligned_scene(seed)
+        image, bodies, labels, marks = draw(seed)
         for body, label, mark in zip(bodies, labels, marks):
             mask = shape_mask(MARKS[label], tuple(mark.tolist()), image.shape[:2])
             colours = np.unique(image[mask], axis=0)
@@ -48,6 +54,39 @@ def test_the_mark_is_painted_in_one_colour_unlike_its_body():
             centre = image[int((body[1] + body[3]) / 2), int((body[0] + body[2]) / 2)]
             if not mask[int((body[1] + body[3]) / 2), int((body[0] + body[2]) / 2)]:
                 assert np.abs(colours[0].astype(int) - centre.astype(int)).max() >= 60
+
+
+def test_redesigned_marks_follow_the_size_rule_and_sit_in_non_overlapping_bodies():
+    sides, offsets = [], []
+    for seed in SEEDS:
+        image, bodies, labels, marks = draw_misaligned_scene(seed)
+        assert len(bodies) == len(labels) == len(marks) >= 1 and set(labels.tolist()) <= set(range(len(MARKS)))
+        for i, (body, mark) in enumerate(zip(bodies, marks)):
+            assert body[0] <= mark[0] and body[1] <= mark[1] and mark[2] <= body[2] and mark[3] <= body[3]
+            w, h = body[2] - body[0], body[3] - body[1]
+            side = mark[2] - mark[0]
+            expected = min(max(misaligned.MARK_FRACTION * min(w, h), misaligned.MIN_MARK * 320), misaligned.MAX_MARK_FRACTION * min(w, h))
+            assert side == pytest.approx(expected, rel=1e-5)
+            sides.append(np.sqrt(w * h) / 320)
+            dx = abs((mark[0] + mark[2]) / 2 - (body[0] + body[2]) / 2) / (w / 2)
+            dy = abs((mark[1] + mark[3]) / 2 - (body[1] + body[3]) / 2) / (h / 2)
+            offsets.append(max(dx, dy))
+            for other in bodies[i + 1:]:
+                assert body[2] <= other[0] or other[2] <= body[0] or body[3] <= other[1] or other[3] <= body[1]
+    low, high = misaligned.BODY_SIDES
+    assert low * 0.7 <= min(sides) and max(sides) <= high * 1.01  # (aspect and the canvas clip a side a little)
+    assert max(sides) / min(sides) > 3  # the bodies span octaves: the levels P3-P6
+    assert np.median(offsets) > 0.2  # the mark is off centre
+
+
+def test_bodies_differ_from_the_background_only_a_little():
+    """Low-contrast bodies: their edges are hard on purpose (the box is the hard part)."""
+    rng = np.random.default_rng(0)
+    low, high = misaligned.BODY_CONTRAST
+    for _ in range(200):
+        background = rng.integers(60, 200, size=3)
+        diff = np.abs(np.asarray(misaligned._body_colour(rng, background)) - background).max()
+        assert low <= diff <= high
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +99,7 @@ def test_written_as_coco_with_mark_boxes(root):
     data = json.loads((root / "annotations" / "instances_val2017.json").read_text())
     assert [c["name"] for c in data["categories"]] == list(MARKS)
     first = data["images"][0]
-    image, bodies, labels, marks = draw_misaligned_scene(first["scene_seed"])
+    image, bodies, labels, marks = draw_misaligned_scene_v1(first["scene_seed"])
     anns = [a for a in data["annotations"] if a["image_id"] == first["id"]]
     assert [a["category_id"] - 1 for a in anns] == labels.tolist()
     x, y, w, h = anns[0]["mark_bbox"]

@@ -187,6 +187,57 @@ def _check_data(args) -> int:
     return 0
 
 
+def _levels(args) -> None:
+    """Print the share of positives (and, with a checkpoint, of TAL's positives and of the detections) per level."""
+    from pathlib import Path
+
+    from tood_lib.ablations.bench import bench_data_root, bench_level_table
+    from tood_lib.analysis.levels import assignment_audit, detection_audit, format_level_table, level_summary
+    from tood_lib.config import apply_overrides, get_preset
+    from tood_lib.data.builtin import build_builtin_dataset
+    from tood_lib.data.coco import CocoDetection, find_coco_root
+
+    if args.table:
+        table = bench_level_table()
+        out = Path(args.out or "results/levels_bench.csv")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False, float_format="%.4g")
+        print(format_level_table(table.to_dict("records")))
+        print(f"[levels] meets the bench's target (P3-P5 >= 10 %, P6 > 0, P3 <= 60 %): "
+              + ", ".join(f"{r['data']}: {'yes' if r['meets_target'] else 'no'}" for r in table.to_dict("records")
+                          if r["role"] in ("bench", "first bench")))
+        print(f"[levels] written to {out}")
+        return
+    named = {"builtin": lambda: build_builtin_dataset(progress=False), "bench-shapes": lambda: bench_data_root("shapes"),
+             "misaligned": lambda: bench_data_root("misaligned")}
+    root = named[args.data_root]() if args.data_root in named else find_coco_root(args.data_root)
+    if args.checkpoint:
+        from tood_lib.api import load_model
+
+        model, cfg = load_model(args.checkpoint, args.preset)
+    else:
+        model, cfg = None, get_preset(args.preset or "tood_small")
+    overrides = ([f"data.img_scale={args.size[0]},{args.size[1]}"] if args.size else []) + \
+                ([f"model.anchor_scale={args.anchor_scale:g}"] if args.anchor_scale else [])
+    cfg = apply_overrides(cfg, overrides)
+    dataset = CocoDetection(root, args.split, cfg.data, train=False, verbose=False, max_images=args.images)
+    where = f"{root.name} {args.split}, {cfg.data.img_scale[0]}x{cfg.data.img_scale[1]}, anchor {cfg.model.anchor_scale:g} strides"
+    rows = [dict(data=f"{where}, {args.assigner} on ground truth",
+                 **level_summary(assignment_audit(dataset, cfg, args.assigner, progress=True), cfg.model.strides))]
+    if model is not None:
+        # (the overrides change the ground-truth row only: the trained model keeps its own anchors)
+        rows.append(dict(data=f"{where}, TAL on the model's predictions",
+                         **level_summary(assignment_audit(dataset, cfg, "tal", model=model, progress=True), cfg.model.strides)))
+        rows.append(dict(data=f"{where}, post-NMS detections",
+                         **level_summary(detection_audit(model, dataset, progress=True), cfg.model.strides)))
+    print(format_level_table(rows, cfg.model.strides))
+    if args.out:
+        import pandas as pd
+
+        pd.DataFrame(rows).to_csv(args.out, index=False, float_format="%.4g")
+        print(f"[levels] written to {args.out}")
+
+
 def _default_device() -> str:
     import torch
 
@@ -307,6 +358,21 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("--analysis-images", type=int, default=100, help="val images behind each time-lapse point")
     ab.add_argument("--commit", action="store_true", help="git-commit results/ after every finished run")
     ab.add_argument("--finetune", action="store_true", help="run-one: train the backbone too (the fine-tuning check)")
+    lv = sub.add_parser("levels", help="share of positives and detections per pyramid level (the level audit)")
+    lv.add_argument("--data-root", default="builtin",
+                    help="'builtin' (the main job's shapes), 'bench-shapes', 'misaligned' or a COCO-format folder")
+    lv.add_argument("--size", type=int, nargs=2, default=None, metavar=("LONG", "SHORT"),
+                    help="the resize (img_scale); default: the preset's (1333 800 for COCO presets, 160 160 for tood_small)")
+    lv.add_argument("--anchor-scale", type=float, default=None, help="anchor side in strides (default: the preset's, 8)")
+    lv.add_argument("--preset", default=None, help="default: tood_small, or the checkpoint's")
+    lv.add_argument("--split", default="val", choices=("train", "val"))
+    lv.add_argument("--images", type=int, default=None, help="only the first N images")
+    lv.add_argument("--assigner", default="atss", choices=("atss", "fcos", "max_iou", "fovea"),
+                    help="the scheme run on the ground truth (default atss, k = 9)")
+    lv.add_argument("--checkpoint", default=None, help="also TAL on this model's predictions, and its detections' levels")
+    lv.add_argument("--table", action="store_true", help="the committed table: COCO Tiny beside the bench's data sets "
+                                                         "(writes results/levels_bench.csv)")
+    lv.add_argument("--out", default=None, help="also write the rows as CSV")
     pb = sub.add_parser("pretrain-backbone", help="make the small preset's shape-pretrained ResNet-18 again (about 5 min)")
     pb.add_argument("--out", default=None, help="default: weights/resnet18_builtin_shapes.pth (the shipped file)")
     cd = sub.add_parser("check-data", help="check a COCO-format data set: ids, categories, boxes, image files")
@@ -360,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
             stats = make_shapes_backbone(args.out or SHIPPED)
             print(json.dumps(stats, indent=2))
             print(f"saved {args.out or SHIPPED}")
+        elif args.command == "levels":
+            _levels(args)
         elif args.command == "check-data":
             return _check_data(args)
         elif args.command == "eval":

@@ -46,6 +46,9 @@ class ModelConfig:
     gn_groups: int = 32
     num_classes: int = 80
     anchor_type: str = "anchor_free"  # or "anchor_based"
+    # anchor side in strides (MMDetection's octave_base_scale, 8 officially): the ATSS/IoU anchors
+    # and the anchor-based head's boxes; the CPU bench shrinks it with its canvas (ablations/bench.py)
+    anchor_scale: float = 8.0
     centerness: bool = True  # parallel head only: ATSS's centerness branch
     # MMDetection >= 2.25 replaces an aligned box that came out degenerate (x2<x1 or y2<y1) by the
     # box before alignment; the official fcjian/TOOD code keeps it. We follow MMDetection (see README).
@@ -236,6 +239,8 @@ def validate(cfg: Config) -> Config:
     if m.feat_channels % m.gn_groups or m.fpn_channels != m.feat_channels:
         raise ValueError(f"model.feat_channels ({m.feat_channels}) must equal fpn_channels ({m.fpn_channels}) "
                          f"and be divisible by gn_groups ({m.gn_groups})")
+    if not m.anchor_scale > 0:
+        raise ValueError(f"model.anchor_scale: expected a positive number (anchor side in strides), got {m.anchor_scale}")
     if not 0 <= m.num_dcn_head <= m.stacked_convs:
         raise ValueError(f"model.num_dcn_head: expected 0..{m.stacked_convs}, got {m.num_dcn_head}")
     if cfg.tal.assigner not in ASSIGNERS:

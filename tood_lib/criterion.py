@@ -43,20 +43,23 @@ def assign(out: HeadOutput, batch: Batch, cfg: TALConfig, method: str) -> Assign
     """Run one assignment scheme (see ``scheme``) for a batch; no gradient flows."""
     if method == "tal":
         sizes, strides = out.feature_sizes, out.strides
-        priors = torch.cat(multilevel_priors(sizes, strides, device=out.scores[0].device))
+        priors = torch.cat(out.priors())
         valid = valid_prior_mask(sizes, strides, batch.pad_shapes.to(priors.device))
         with torch.no_grad():
             return task_aligned_assign(out.flat_scores().detach(), out.flat_boxes(pixels=True).detach(), priors,
                                        batch.gt_boxes, batch.gt_labels, batch.gt_mask, valid,
                                        alpha=cfg.alpha, beta=cfg.beta, topk=cfg.topk)
-    return geometric_assign(out.feature_sizes, out.strides, batch, cfg, method, device=out.scores[0].device)
+    return geometric_assign(out.feature_sizes, out.strides, batch, cfg, method, device=out.scores[0].device,
+                            anchor_scale=out.anchor_scale)
 
 
-def geometric_assign(sizes, strides, batch: Batch, cfg: TALConfig, method: str, device=None) -> Assignment:
+def geometric_assign(sizes, strides, batch: Batch, cfg: TALConfig, method: str, device=None,
+                     anchor_scale: float = 8.0) -> Assignment:
     """A scheme that needs no predictions ("atss", "atss_qfl", "max_iou", "fcos", "fovea") for a batch
-    whose feature maps have ``sizes`` [(H_l, W_l)] at ``strides``; no gradient flows."""
+    whose feature maps have ``sizes`` [(H_l, W_l)] at ``strides``, with anchors ``anchor_scale``
+    strides wide (``model.anchor_scale``); no gradient flows."""
     device = batch.gt_boxes.device if device is None else device
-    level_priors = multilevel_priors(sizes, strides, device=device)
+    level_priors = multilevel_priors(sizes, strides, device=device, anchor_scale=anchor_scale)
     priors = torch.cat(level_priors)
     counts = [len(p) for p in level_priors]
     valid = valid_prior_mask(sizes, strides, batch.pad_shapes.to(device))
@@ -114,7 +117,7 @@ def compute_losses(out: HeadOutput, batch: Batch, cfg: TALConfig, epoch: int) ->
     if method in ("max_iou", "fovea"):  # RetinaNet: a point may lie outside its object; FoveaBox: no centerness
         box_weight = torch.ones(len(assigned_gt), device=boxes.device)
     elif fixed:  # ATSS and FCOS weight the box loss by the centerness of the anchor point
-        priors = torch.cat(multilevel_priors(out.feature_sizes, out.strides, device=boxes.device))
+        priors = torch.cat(out.priors(boxes.device))
         points = prior_points(priors).expand(len(pos), -1, -1)[pos]
         box_weight = centerness_target(points, assigned_gt)
     else:
@@ -127,7 +130,7 @@ def compute_losses(out: HeadOutput, batch: Batch, cfg: TALConfig, epoch: int) ->
 
     centerness = out.flat_centerness()
     if centerness is not None:  # ATSS's centerness branch (parallel head): BCE on positives
-        priors = torch.cat(multilevel_priors(out.feature_sizes, out.strides, device=boxes.device))
+        priors = torch.cat(out.priors(boxes.device))
         points = prior_points(priors).expand(len(pos), -1, -1)[pos]
         target = centerness_target(points, assigned_gt)
         loss_ctr = F.binary_cross_entropy_with_logits(centerness[pos].float(), target, reduction="sum")

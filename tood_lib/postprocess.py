@@ -13,7 +13,8 @@ def postprocess(out: HeadOutput, image_sizes: Tensor, original_sizes: Tensor, nm
     """Detections of every image of a batch.
 
     image_sizes, original_sizes (B, 2) as (h, w). Returns B dicts with ``boxes`` (N, 4) in pixels
-    of the original image, ``scores`` (N,) and ``labels`` (N,), sorted by score, N ≤ max_per_img.
+    of the original image, ``scores`` (N,), ``labels`` (N,) and ``levels`` (N,), the pyramid level
+    (0 = P3) each detection came from, sorted by score, N ≤ max_per_img.
 
     As in the official test config: on each level keep the ``nms_pre`` locations with the highest
     class score (before any threshold), gather all levels, then keep every (box, class) pair with
@@ -23,7 +24,7 @@ def postprocess(out: HeadOutput, image_sizes: Tensor, original_sizes: Tensor, nm
     results = []
     centerness = out.centerness
     for i in range(len(image_sizes)):
-        level_scores, level_boxes = [], []
+        level_scores, level_boxes, level_index = [], [], []
         for level, (scores, boxes, stride) in enumerate(zip(out.scores, out.boxes, out.strides)):
             scores = scores[i].flatten(1).t().float()  # (H·W, K)
             if centerness is not None:  # ATSS ranks by class score × centerness
@@ -34,7 +35,8 @@ def postprocess(out: HeadOutput, image_sizes: Tensor, original_sizes: Tensor, nm
                 scores, boxes = scores[top], boxes[top]
             level_scores.append(scores)
             level_boxes.append(boxes)
-        scores, boxes = torch.cat(level_scores), torch.cat(level_boxes)
+            level_index.append(torch.full((len(scores),), level, dtype=torch.long, device=scores.device))
+        scores, boxes, levels = torch.cat(level_scores), torch.cat(level_boxes), torch.cat(level_index)
         h, w = image_sizes[i].tolist()
         boxes = torch.stack((boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
                              boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)), dim=1)
@@ -43,5 +45,5 @@ def postprocess(out: HeadOutput, image_sizes: Tensor, original_sizes: Tensor, nm
         box_idx, labels = (scores > score_thr).nonzero(as_tuple=True)
         det_scores, det_boxes = scores[box_idx, labels], boxes[box_idx]
         keep = batched_nms(det_boxes, det_scores, labels, iou_thr)[:max_per_img]
-        results.append(dict(boxes=det_boxes[keep], scores=det_scores[keep], labels=labels[keep]))
+        results.append(dict(boxes=det_boxes[keep], scores=det_scores[keep], labels=labels[keep], levels=levels[box_idx][keep]))
     return results

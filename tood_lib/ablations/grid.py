@@ -11,9 +11,10 @@ The same experiment is turned into a config at two scales (:func:`experiment_con
 - ``"coco"``: the paper's setting, R-50 1x (12 epochs, batch 16, 4 epochs of ATSS warm-up), one
   JSON file per experiment under ``configs/ablations/`` (:func:`write_coco_configs`) that
   ``torchrun ... -m tood_lib train --config FILE`` launches;
-- ``"cpu"``: a built-in data set (the shapes, or the misaligned marks) on two CPU cores
-  (:data:`CPU_RECIPE`): the small preset at 128 px on the frozen shape-pretrained ResNet-18, whose
-  features are cached, trained until its AP has settled.
+- ``"cpu"``: a bench data set (the shapes, or the misaligned marks) on two CPU cores
+  (:data:`CPU_RECIPE`): the small preset on a bench (``bench.py``: 128 px; the multi-level bench has anchors 2 strides wide,
+  objects over every octave, so that the positives spread over P3-P6 as on COCO) on the frozen
+  shape-pretrained ResNet-18, whose features are cached, trained until its AP has settled.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tood_lib.ablations.bench import bench_overrides
 from tood_lib.config import Config, apply_overrides, get_preset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -134,11 +136,13 @@ DETECTOR_STRUCTURE: dict[str, list[str]] = {
 }
 
 # ------------------------------------------------------------------------------------------ scales
-# The COCO-scale FCOS regression ranges, divided by 4 for the CPU scale: the built-in objects are
-# 12-55 px in a 128-px image, about a quarter of COCO's at 1333x800, and undivided ranges would send
-# every object to P3. FoveaBox's scale ranges stay as they are: its fovea is 0.4 of the box, so an
-# object sent to a coarser level would mostly fall between the points (with ranges divided by 4 a
-# first try trained no FoveaBox model at all: AP 0.001); undivided they send objects to P3 and P4.
+# The COCO-scale FCOS regression ranges, divided by 4 for the CPU scale: on the first bench because
+# its objects are about a quarter of COCO's in strides; on the multi-level bench because its anchors
+# are 2 strides wide instead of 8 (bench.py), and the ranges shrink with them, so that FCOS sends an
+# object to the level it would choose at COCO's proportions. FoveaBox's scale ranges stay as they
+# are: its fovea is 0.4 of the box, so an object sent to a coarser level would mostly fall between
+# the points (with ranges divided by 4 a first try on the first bench trained no FoveaBox model at
+# all: AP 0.001); undivided they send the bench's objects to P3-P5.
 CPU_RANGE_SCALE = 0.25
 # The CPU-scale protocol (issue 11). Every experiment shares it; only head and assignment differ.
 # - The backbone is the small preset's ResNet-18 pretrained on the built-in shapes, frozen whole
@@ -146,7 +150,8 @@ CPU_RANGE_SCALE = 0.25
 #   (engine/feature_cache.py): a step trains the FPN and the head only. The official recipe freezes
 #   stage 1 of an ImageNet backbone; freezing all of it is our choice, for speed, and its effect on
 #   the rankings is checked against fine-tuned runs (results/README.md).
-# - 128 px, batch 8, the 1000 training images, LR 0.02; 12 epochs with the LR divided by 10 after
+# - The bench (bench.py): 128 px; the active bench's anchors and data sets.
+# - Batch 8, the 1000 training images, LR 0.02; 12 epochs with the LR divided by 10 after
 #   epoch 7 and again after epoch 9 (the paper's 1x schedule: after 8 and 11 of 12). The first step
 #   comes early enough that a run's AP has settled by the last quarter of the schedule (epochs
 #   10-12): the plateau rule (final AP within 1 point of the AP at 75 % of the schedule, epoch 9)
@@ -158,7 +163,7 @@ CPU_EPOCHS, CPU_LR_STEPS = 12, (7, 9)
 CPU_EVAL_EPOCHS = (3, 6, 9, 10, 11, 12)
 CPU_DATASETS = {"shapes": 10, "misaligned": 4}  # built-in scene kind -> number of classes
 CPU_RECIPE = [
-    "data.img_scale=128,128", "data.train_images=1000",
+    "data.train_images=1000",
     "model.backbone_weights=builtin_shapes", "model.frozen_stages=4", "model.norm_eval=true",
     f"train.epochs={CPU_EPOCHS}", "train.lr_steps=" + ",".join(map(str, CPU_LR_STEPS)), "train.lr=0.02",
     "train.warmup_iters=100", "tal.warmup_epochs=1",
@@ -169,9 +174,10 @@ def _scaled(values, factor: float) -> str:
     return ",".join(f"{v * factor:g}" if abs(v) < 1e7 else f"{v:g}" for v in values)
 
 
-def experiment_config(experiment: Experiment | str, scale: str = "cpu", dataset: str = "shapes") -> Config:
-    """The Config of an experiment at ``scale`` "cpu" (a built-in data set: "shapes" or "misaligned")
-    or "coco" (R-50 1x)."""
+def experiment_config(experiment: Experiment | str, scale: str = "cpu", dataset: str = "shapes",
+                      bench: str | None = None) -> Config:
+    """The Config of an experiment at ``scale`` "cpu" (a built-in data set: "shapes" or "misaligned",
+    on ``bench``, default ``bench.ACTIVE_BENCH``) or "coco" (R-50 1x)."""
     exp = EXPERIMENTS[experiment] if isinstance(experiment, str) else experiment
     if scale == "coco":
         cfg = get_preset("tood_r50_fpn_1x_coco")
@@ -184,7 +190,7 @@ def experiment_config(experiment: Experiment | str, scale: str = "cpu", dataset:
     cfg = get_preset("tood_small")
     cfg.name = f"ablation_{exp.name}_cpu_{dataset}"
     base = apply_overrides(cfg, [])
-    cfg = apply_overrides(cfg, CPU_RECIPE + [
+    cfg = apply_overrides(cfg, bench_overrides(bench) + CPU_RECIPE + [
         f"model.num_classes={CPU_DATASETS[dataset]}",
         f"tal.fcos_regress_ranges={_scaled(base.tal.fcos_regress_ranges, CPU_RANGE_SCALE)}"])
     return apply_overrides(cfg, exp.overrides())

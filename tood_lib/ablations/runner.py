@@ -186,9 +186,10 @@ def feature_dir(dataset: str, root: str | Path = RUNS_DIR) -> Path:
 
 
 def data_root(dataset: str) -> Path:
-    from tood_lib.data.builtin import build_builtin_dataset
+    """The bench data set of a grid data-set name ("shapes": the multi-level shapes; "misaligned")."""
+    from tood_lib.ablations.bench import bench_data_root
 
-    return build_builtin_dataset(scenes=dataset, progress=False)
+    return bench_data_root(dataset)
 
 
 # ------------------------------------------------------------------------------------ one run

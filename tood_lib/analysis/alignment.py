@@ -87,7 +87,7 @@ def dense_predictions(model, batch) -> list[DensePrediction]:
     features = None if batch.features is None else [f.to(device) for f in batch.features]
     out = model(batch.images.to(device), backbone_features=features)
     model.train(was_training)
-    priors = torch.cat(multilevel_priors(out.feature_sizes, out.strides, device=device))
+    priors = torch.cat(out.priors(device))
     valid = valid_prior_mask(out.feature_sizes, out.strides, batch.pad_shapes.to(device))
     scores, boxes = out.flat_scores().float(), out.flat_boxes(pixels=True).float()
     return [DensePrediction(scores[i], boxes[i], priors, valid[i], out.feature_sizes, out.strides)

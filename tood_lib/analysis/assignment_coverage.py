@@ -40,11 +40,11 @@ def assignment_coverage(dataset, cfg, images: int = 200, batch_size: int = 16) -
         batch, _ = collate([dataset[i] for i in range(start, min(start + batch_size, count))])
         height, width = batch.images.shape[-2:]
         sizes = feature_sizes(height, width, strides)
-        level_priors = multilevel_priors(sizes, strides)
+        level_priors = multilevel_priors(sizes, strides, anchor_scale=cfg.model.anchor_scale)
         priors = torch.cat(level_priors)
         level_of = torch.repeat_interleave(torch.arange(len(strides)), torch.tensor([len(p) for p in level_priors]))
         anchor_iou = box_iou(priors.expand(len(batch.gt_boxes), -1, -1), batch.gt_boxes.float())  # (B, A, G)
-        found = {m: geometric_assign(sizes, strides, batch, cfg.tal, m) for m in SCHEMES}
+        found = {m: geometric_assign(sizes, strides, batch, cfg.tal, m, anchor_scale=cfg.model.anchor_scale) for m in SCHEMES}
         for b in range(len(batch.gt_boxes)):
             for g in batch.gt_mask[b].nonzero().squeeze(1).tolist():
                 x1, y1, x2, y2 = batch.gt_boxes[b, g].tolist()

@@ -24,21 +24,23 @@ def load_snapshots(dataset: str = "shapes", path: str | Path | None = None):
     from the built-in data with the CPU-scale transform."""
     from tood_lib.ablations.grid import experiment_config
     from tood_lib.ablations.runner import RESULTS_DIR
-    from tood_lib.workbook import builtin_val_set
+    from tood_lib.ablations.bench import bench_data_root
+    from tood_lib.data.coco import CocoDetection
 
     path = Path(path or RESULTS_DIR / f"snapshots_{dataset}_cpu.pt")
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; regenerate it with: bash scripts/ablations.sh")
     raw = torch.load(path, weights_only=True)
-    dataset = builtin_val_set(experiment_config("tood", "cpu", dataset), scenes=dataset)
+    cfg = experiment_config("tood", "cpu", dataset)
+    dataset = CocoDetection(bench_data_root(dataset), "val", cfg.data, train=False, verbose=False)
     out, batch = {}, None
     for name, snap in raw.items():
         if batch is None:
             batch, _ = dataset.collate([dataset[i] for i in snap["image_indices"]])
             h, w = batch.images.shape[-2:]
-            strides = (8, 16, 32, 64, 128)
+            strides = tuple(cfg.model.strides)
             sizes = [(math.ceil(h / s), math.ceil(w / s)) for s in strides]
-            priors = torch.cat(multilevel_priors(sizes, strides))
+            priors = torch.cat(multilevel_priors(sizes, strides, anchor_scale=cfg.model.anchor_scale))
             valid = valid_prior_mask(sizes, strides, batch.pad_shapes)
         out[name] = {int(epoch): [DensePrediction(p["scores"].float(), p["boxes"].float(), priors, valid[i], sizes, strides)
                                   for i, p in enumerate(images)] for epoch, images in snap["snapshots"].items()}

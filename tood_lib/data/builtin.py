@@ -1,8 +1,13 @@
 """The built-in data sets: synthetic scenes written to disk in COCO format.
 
 Two kinds of scenes (``scenes=``): ``"shapes"`` (``synthetic.py``, the default data set: ten
-shape classes on clutter, at ``data/builtin``) and ``"misaligned"`` (``misaligned.py``: the class
-is a small off-centre mark inside a large body that makes the box, at ``data/misaligned``).
+shape classes on clutter) and ``"misaligned"`` (``misaligned.py``: the class is a small off-centre
+mark inside a large body that makes the box). Each comes at two scales (``sizes=``):
+``"single_level"`` (the main job's shapes at ``data/builtin``, and the first bench's misaligned
+scenes, ``misaligned_v1.py``, at ``data/misaligned``) and ``"multi_level"`` (the multi-level bench's,
+``ablations/bench.py``: shapes with ``synthetic.SIZE_LAWS["multi_level"]`` at ``data/bench_shapes``
+and the redesigned misaligned scenes of ``misaligned.py`` at ``data/bench_misaligned``: objects over
+every octave, so that the positives spread over P3-P6 as on COCO).
 
 It lets the whole COCO pipeline (``CocoDetection``, training, ``evaluate_coco``) run without a
 download, and is small and easy enough for a small TOOD to learn on two CPU cores in minutes.
@@ -30,7 +35,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from tood_lib.data.misaligned import MARKS, draw_misaligned_scene
-from tood_lib.data.synthetic import CLASSES, draw_scene
+from tood_lib.data.misaligned_v1 import draw_misaligned_scene_v1
+from tood_lib.data.synthetic import CLASSES, SIZE_LAWS, draw_scene
 
 # Bump whenever draw_scene or the file format changes, so that old builds are regenerated.
 GENERATOR_VERSION = 2
@@ -39,14 +45,24 @@ SPLITS = ("train", "val")
 _ID_OFFSET = {"train": 0, "val": 1_000_000}
 _MAX_IMAGES = 1_000_000
 SCENES = {"shapes": CLASSES, "misaligned": MARKS}  # kind of scene -> its class names
-_FOLDER = {"shapes": "builtin", "misaligned": "misaligned"}
+_FOLDER = {("shapes", "single_level"): "builtin", ("shapes", "multi_level"): "bench_shapes",
+           ("misaligned", "single_level"): "misaligned", ("misaligned", "multi_level"): "bench_misaligned"}
 
 
-def default_builtin_root(scenes: str = "shapes") -> Path:
-    """``<repo>/data/builtin`` (shapes) or ``<repo>/data/misaligned``: next to ``data/coco``, git-ignored."""
+def _check_kind(scenes: str, sizes: str | None) -> str:
+    """-> the size law ("single_level" when None)."""
     if scenes not in SCENES:
         raise ValueError(f"scenes: expected one of {tuple(SCENES)}, got {scenes!r}")
-    return Path(__file__).resolve().parents[2] / "data" / _FOLDER[scenes]
+    sizes = sizes or "single_level"
+    if sizes not in SIZE_LAWS:
+        raise ValueError(f"sizes: expected one of {tuple(SIZE_LAWS)}, got {sizes!r}")
+    return sizes
+
+
+def default_builtin_root(scenes: str = "shapes", sizes: str | None = None) -> Path:
+    """``<repo>/data/builtin`` (shapes, single-level), ``data/misaligned`` (misaligned, single-level),
+    ``data/bench_shapes`` or ``data/bench_misaligned`` (multi-level): next to ``data/coco``, git-ignored."""
+    return Path(__file__).resolve().parents[2] / "data" / _FOLDER[(scenes, _check_kind(scenes, sizes))]
 
 
 def scene_seed(seed: int, split: str, index: int) -> int:
@@ -66,19 +82,22 @@ def _xywh(box) -> list[float]:
 
 
 def _split_annotations(split: str, num_images: int, image_size: tuple[int, int], seed: int,
-                       max_objects: int, image_dir: Path | None, progress: bool, scenes: str = "shapes") -> dict:
+                       max_objects: int, image_dir: Path | None, progress: bool, scenes: str = "shapes",
+                       sizes: str = "single_level") -> dict:
     """Draw the scenes of one split; write their PNGs into image_dir (if given); -> the COCO dict."""
     height, width = image_size
     images, annotations = [], []
-    for index in tqdm(range(num_images), desc=f"built-in {scenes} {split}", unit="img", disable=not progress):
+    label = scenes if sizes == "single_level" else f"{scenes} ({sizes})"
+    for index in tqdm(range(num_images), desc=f"built-in {label} {split}", unit="img", disable=not progress):
         image_id = _ID_OFFSET[split] + index + 1
         file_name = f"{image_id:012d}.png"
         seed_i = scene_seed(seed, split, index)
         if scenes == "shapes":
-            pixels, boxes, labels = draw_scene(seed_i, size=image_size, max_objects=max_objects)
+            pixels, boxes, labels = draw_scene(seed_i, size=image_size, max_objects=max_objects, sizes=sizes)
             marks = None
         else:
-            pixels, boxes, labels, marks = draw_misaligned_scene(seed_i, size=image_size, max_objects=max_objects)
+            draw = draw_misaligned_scene if sizes == "multi_level" else draw_misaligned_scene_v1
+            pixels, boxes, labels, marks = draw(seed_i, size=image_size, max_objects=max_objects)
         if image_dir is not None:
             Image.fromarray(pixels).save(image_dir / file_name, format="PNG", compress_level=1)
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width,
@@ -95,10 +114,13 @@ def _split_annotations(split: str, num_images: int, image_size: tuple[int, int],
 
 def build_builtin_dataset(root: str | Path | None = None, num_train: int = 1000, num_val: int = 200,
                           image_size: tuple[int, int] = (320, 320), seed: int = 0, max_objects: int | None = None,
-                          force: bool = False, progress: bool = True, scenes: str = "shapes") -> Path:
-    """Write a built-in data set under ``root`` (default ``default_builtin_root(scenes)``); -> its path.
+                          force: bool = False, progress: bool = True, scenes: str = "shapes",
+                          sizes: str | None = None) -> Path:
+    """Write a built-in data set under ``root`` (default ``default_builtin_root(scenes, sizes)``); -> its path.
 
     ``scenes``: "shapes" (the default data set) or "misaligned" (see the module docstring);
+    ``sizes``: "single_level" (default: the main job's shapes, the first bench's misaligned scenes) or
+    "multi_level" (the multi-level bench's; for the misaligned scenes, their redesign);
     ``max_objects`` defaults to 6 shapes or 4 marked bodies per image.
 
     Skipped when ``root/manifest.json`` records the same parameters (unless ``force``). The set is
@@ -106,9 +128,8 @@ def build_builtin_dataset(root: str | Path | None = None, num_train: int = 1000,
     interrupted build never leaves a half data set behind. A ``root`` that exists without our
     manifest is not ours to delete: that raises ``FileExistsError`` unless ``force``.
     """
-    if scenes not in SCENES:
-        raise ValueError(f"scenes: expected one of {tuple(SCENES)}, got {scenes!r}")
-    root = Path(root) if root is not None else default_builtin_root(scenes)
+    sizes = _check_kind(scenes, sizes)
+    root = Path(root) if root is not None else default_builtin_root(scenes, sizes)
     if max_objects is None:
         max_objects = 6 if scenes == "shapes" else 4
     if not (0 <= num_train < _MAX_IMAGES and 0 <= num_val < _MAX_IMAGES):
@@ -118,6 +139,8 @@ def build_builtin_dataset(root: str | Path | None = None, num_train: int = 1000,
                 "classes": list(SCENES[scenes])}
     if scenes != "shapes":  # the shapes manifest stays as it was, so existing builds are not redone
         manifest["scenes"] = scenes
+    if sizes != "single_level":
+        manifest["sizes"] = sizes
     manifest_path = root / "manifest.json"
     if root.exists() and not force:
         if not manifest_path.is_file():
@@ -137,7 +160,7 @@ def build_builtin_dataset(root: str | Path | None = None, num_train: int = 1000,
         for split, num in zip(SPLITS, (num_train, num_val)):
             image_dir = tmp / f"{split}2017"
             image_dir.mkdir()
-            coco = _split_annotations(split, num, image_size, seed, max_objects, image_dir, progress, scenes)
+            coco = _split_annotations(split, num, image_size, seed, max_objects, image_dir, progress, scenes, sizes)
             (tmp / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(coco, separators=(",", ":")))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))  # last: marks the build complete
         if root.exists():  # an older build (or force): move it aside first, then delete it

@@ -257,6 +257,15 @@ class CocoDetection(torch.utils.data.Dataset):
             return self._transform(index, None)
         return self._transform(index, self._read_image(index))
 
+    def item_without_pixels(self, index: int) -> dict:
+        """Item ``index`` with its boxes and sizes exactly as ``dataset[index]`` gives them, but the image
+        file is not read (``image`` is an inf placeholder): for audits of the ground truth alone."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        item = self._transform(index, None)
+        item.pop("features", None)
+        return item
+
     def _transform(self, index: int, image: Image.Image | None) -> dict:
         """The pipeline for item ``index``; ``image=None`` (cached features) gives an inf placeholder image."""
         image_id = self.image_ids[index]

@@ -68,8 +68,23 @@ def _contrasting_colour(rng: np.random.Generator, background: np.ndarray, min_di
             return tuple(int(c) for c in colour)
 
 
+# The object-size laws (side = √(w·h) as a fraction of the image's short side). "single_level": the
+# main job's scenes, sides uniform in 0.08-0.45 (at 128-192 px every ATSS positive lands on P3).
+# "multi_level": the CPU bench's (ablations/bench.py), sides log-uniform in 0.08-0.9, so that, like
+# COCO's, the objects spread over every octave and the positives over P3-P6.
+SIZE_LAWS = {"single_level": ((0.08, 0.45), False), "multi_level": ((0.08, 0.9), True)}  # (side range, log-uniform)
+
+
+def draw_side(rng: np.random.Generator, side_range: tuple[float, float], log_uniform: bool) -> float:
+    """One object side (fraction of the short side): uniform, or log-uniform (as many objects per octave)."""
+    low, high = side_range
+    if log_uniform:
+        return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    return float(rng.uniform(low, high))
+
+
 def draw_scene(seed: int, size: tuple[int, int] = (320, 320), max_objects: int = 6,
-               min_visible: float = 0.5, max_tries: int = 20):
+               min_visible: float = 0.5, max_tries: int = 20, sizes: str = "single_level"):
     """-> (image (H, W, 3) uint8 RGB, boxes (N, 4) float32 x1y1x2y2, labels (N,) int64).
 
     Everything is drawn from ``np.random.default_rng(seed)``, so a seed gives the same scene on
@@ -77,7 +92,11 @@ def draw_scene(seed: int, size: tuple[int, int] = (320, 320), max_objects: int =
     to ``max_tries`` times, after which that object is left out) when it would leave an earlier
     object with less than ``min_visible`` of its own pixels visible. The boxes are the full
     (amodal) shape boxes; with at least half of every shape showing, each label stays honest.
+    ``sizes`` names an entry of :data:`SIZE_LAWS`.
     """
+    if sizes not in SIZE_LAWS:
+        raise ValueError(f"sizes: expected one of {tuple(SIZE_LAWS)}, got {sizes!r}")
+    side_range, log_uniform = SIZE_LAWS[sizes]
     rng = np.random.default_rng(seed)
     height, width = size
     background = rng.integers(60, 200, size=3)
@@ -97,7 +116,7 @@ def draw_scene(seed: int, size: tuple[int, int] = (320, 320), max_objects: int =
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _ in range(max_tries):
             label = int(rng.integers(len(CLASSES)))
-            side = rng.uniform(0.08, 0.45) * min(height, width)
+            side = draw_side(rng, side_range, log_uniform) * min(height, width)
             aspect = rng.uniform(0.5, 2.0) if CLASSES[label] != "bar" else rng.choice([0.25, 4.0])
             w, h = side * np.sqrt(aspect), side / np.sqrt(aspect)
             w, h = min(w, width - 2), min(h, height - 2)

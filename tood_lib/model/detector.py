@@ -32,10 +32,10 @@ class TOOD(nn.Module):
         if m.head == "t_head":
             self.head = TaskAlignedHead(m.num_classes, m.fpn_channels, m.feat_channels, m.stacked_convs, m.strides,
                                         m.anchor_type, m.num_dcn_head, m.gn_groups, m.degenerate_box_fallback,
-                                        m.head_prob_map, m.head_offsets, m.head_layer_attention)
+                                        m.head_prob_map, m.head_offsets, m.head_layer_attention, m.anchor_scale)
         else:
             self.head = ParallelHead(m.num_classes, m.fpn_channels, m.feat_channels, 4, m.strides, m.anchor_type,
-                                     m.gn_groups, m.centerness, m.head_conv_bias)
+                                     m.gn_groups, m.centerness, m.head_conv_bias, m.anchor_scale)
         self.epoch = 0
         # The categories of the data set the weights were trained on, in label order, as COCO dicts
         # {"id", "name"}; set by the trainer, saved in checkpoints, None when unknown (official files).

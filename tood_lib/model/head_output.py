@@ -15,6 +15,8 @@ class HeadOutput:
                 the parallel head).
     boxes:      L tensors (B, 4, H_l, W_l), x1y1x2y2 in units of the level's stride.
     strides:    L ints.
+    anchor_scale: anchor side in strides (``model.anchor_scale``), so that every consumer builds
+                the same anchors (``priors``).
     centerness: L tensors (B, 1, H_l, W_l) of logits, parallel head with centerness only.
     internals:  L dicts of intermediate tensors (``return_internals=True``), for inspection.
     """
@@ -24,10 +26,18 @@ class HeadOutput:
     strides: tuple[int, ...]
     centerness: list[Tensor] | None = None
     internals: list[dict] | None = None
+    anchor_scale: float = 8.0
 
     @property
     def feature_sizes(self) -> list[tuple[int, int]]:
         return [tuple(s.shape[-2:]) for s in self.scores]
+
+    def priors(self, device=None) -> list[Tensor]:
+        """One (H_l·W_l, 4) tensor of anchor boxes (pixels) per level, with this head's anchor scale."""
+        from tood_lib.model.priors import multilevel_priors
+
+        device = self.scores[0].device if device is None else device
+        return multilevel_priors(self.feature_sizes, self.strides, device=device, anchor_scale=self.anchor_scale)
 
     def flat_scores(self) -> Tensor:
         """(B, A, K), levels concatenated in order, locations row-major."""

@@ -20,9 +20,10 @@ class ParallelHead(nn.Module):
 
     def __init__(self, num_classes: int = 80, in_channels: int = 256, feat_channels: int = 256,
                  stacked_convs: int = 4, strides=(8, 16, 32, 64, 128), anchor_type: str = "anchor_free",
-                 gn_groups: int = 32, centerness: bool = True, conv_bias: bool = False):
+                 gn_groups: int = 32, centerness: bool = True, conv_bias: bool = False, anchor_scale: float = 8.0):
         super().__init__()
         self.num_classes, self.strides, self.anchor_type = num_classes, tuple(strides), anchor_type
+        self.anchor_scale = float(anchor_scale)
         # conv_bias: FCOS w/ imprv's towers have biased convs before their GroupNorm (ATSS's do not)
         self.cls_convs = nn.ModuleList(ConvGN(in_channels if i == 0 else feat_channels, feat_channels, 3, gn_groups,
                                               bias=conv_bias) for i in range(stacked_convs))
@@ -69,5 +70,6 @@ class ParallelHead(nn.Module):
             raise ValueError(f"parallel head: expected {len(self.strides)} feature maps, got {len(features)}")
         outs = [self.forward_level(x, level, return_internals) for level, x in enumerate(features)]
         return HeadOutput(scores=[o[0] for o in outs], boxes=[o[1] for o in outs], strides=self.strides,
+                          anchor_scale=self.anchor_scale,
                           centerness=[o[2] for o in outs] if self.atss_centerness is not None else None,
                           internals=[o[3] for o in outs] if return_internals else None)

@@ -2,8 +2,10 @@
 
 On level l with stride s, location (row y, column x) has the anchor point (x·s, y·s) — the cell's
 top-left corner, MMDetection 2.x's ``center_offset=0`` (spec §1.3) — and the anchor box is the
-8·s square centred there. The anchor-free head uses the point, the anchor-based head decodes
-against the box, and both assigners measure "inside the object" with the point.
+8·s square centred there (``anchor_scale`` = MMDetection's ``octave_base_scale``, 8 in every
+official config; the CPU bench shrinks it with its canvas, see ``ablations/bench.py``). The
+anchor-free head uses the point, the anchor-based head decodes against the box, and both assigners
+measure "inside the object" with the point.
 """
 from __future__ import annotations
 
@@ -12,23 +14,24 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-OCTAVE_BASE_SCALE = 8  # anchor side = 8 · stride
+OCTAVE_BASE_SCALE = 8  # anchor side = 8 · stride (the official default)
 
 
-def level_priors(height: int, width: int, stride: int, device=None, dtype=torch.float32) -> Tensor:
-    """Anchor boxes of one level, row-major (y then x): (H·W, 4) in pixels."""
+def level_priors(height: int, width: int, stride: int, device=None, dtype=torch.float32,
+                 anchor_scale: float = OCTAVE_BASE_SCALE) -> Tensor:
+    """Anchor boxes of one level, row-major (y then x): (H·W, 4) in pixels, each anchor_scale·stride wide."""
     xs = torch.arange(width, device=device, dtype=dtype) * stride
     ys = torch.arange(height, device=device, dtype=dtype) * stride
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    half = OCTAVE_BASE_SCALE * stride / 2
+    half = anchor_scale * stride / 2
     cx, cy = xx.reshape(-1), yy.reshape(-1)
     return torch.stack((cx - half, cy - half, cx + half, cy + half), dim=-1)
 
 
 def multilevel_priors(feature_sizes: Sequence[tuple[int, int]], strides: Sequence[int],
-                      device=None, dtype=torch.float32) -> list[Tensor]:
+                      device=None, dtype=torch.float32, anchor_scale: float = OCTAVE_BASE_SCALE) -> list[Tensor]:
     """One (H_l·W_l, 4) tensor of anchor boxes per level."""
-    return [level_priors(h, w, s, device, dtype) for (h, w), s in zip(feature_sizes, strides)]
+    return [level_priors(h, w, s, device, dtype, anchor_scale) for (h, w), s in zip(feature_sizes, strides)]
 
 
 def prior_points(priors: Tensor) -> Tensor:

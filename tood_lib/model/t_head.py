@@ -146,14 +146,17 @@ class TaskAlignedHead(nn.Module):
     def __init__(self, num_classes: int = 80, in_channels: int = 256, feat_channels: int = 256,
                  stacked_convs: int = 6, strides=(8, 16, 32, 64, 128), anchor_type: str = "anchor_free",
                  num_dcn: int = 0, gn_groups: int = 32, degenerate_box_fallback: bool = True,
-                 prob_map: bool = True, offsets: bool = True, layer_attention: bool = True):
+                 prob_map: bool = True, offsets: bool = True, layer_attention: bool = True,
+                 anchor_scale: float = 8.0):
         """prob_map, offsets, layer_attention: switch off M, O or the layer attention, for ablations
-        (without M the score is σ(Z_cls); without O, B_align = B; without attention, w ≡ 1)."""
+        (without M the score is σ(Z_cls); without O, B_align = B; without attention, w ≡ 1).
+        anchor_scale: anchor side in strides (the anchor-based variant decodes against these boxes)."""
         super().__init__()
         if in_channels != feat_channels:
             raise ValueError(f"T-Head: in_channels ({in_channels}) must equal feat_channels ({feat_channels})")
         self.num_classes, self.strides, self.anchor_type = num_classes, tuple(strides), anchor_type
         self.degenerate_box_fallback = degenerate_box_fallback
+        self.anchor_scale = float(anchor_scale)
         inter_channels = feat_channels * stacked_convs
         self.inter_convs = nn.ModuleList(
             ConvGN(feat_channels, feat_channels, 3, gn_groups, deformable=i < num_dcn) for i in range(stacked_convs))
@@ -195,7 +198,7 @@ class TaskAlignedHead(nn.Module):
         """Raw regression (B, 4, H, W) -> boxes (B, 4, H, W) before alignment, in stride units."""
         b, _, h, w = reg.shape
         stride = self.strides[level]
-        priors = level_priors(h, w, stride, device=reg.device)  # (H·W, 4) pixels
+        priors = level_priors(h, w, stride, device=reg.device, anchor_scale=self.anchor_scale)  # (H·W, 4) pixels
         reg = reg.float().permute(0, 2, 3, 1).reshape(b, h * w, 4)
         if self.anchor_type == "anchor_free":
             # d = Scale_l(exp(Z_reg)) in stride units around the grid point (x, y)
@@ -248,4 +251,4 @@ class TaskAlignedHead(nn.Module):
             raise ValueError(f"T-Head: expected {len(self.strides)} feature maps (strides {self.strides}), got {len(features)}")
         outs = [self.forward_level(x, level, return_internals) for level, x in enumerate(features)]
         return HeadOutput(scores=[o[0] for o in outs], boxes=[o[1] for o in outs], strides=self.strides,
-                          internals=[o[2] for o in outs] if return_internals else None)
+                          anchor_scale=self.anchor_scale, internals=[o[2] for o in outs] if return_internals else None)
