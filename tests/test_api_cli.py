@@ -30,7 +30,8 @@ def test_detector_api_matches_the_model(setup):
     tmp, data, model = setup
     image = Image.open(next((data / "val2017").iterdir()))
     det = Detector.from_checkpoint(tmp / "small.pth")(image, score_thr=0.0)
-    assert set(det) == {"boxes", "scores", "labels", "class_names"}
+    assert set(det) == {"boxes", "scores", "labels", "levels", "class_names"}
+    assert ((det["levels"] >= 0) & (det["levels"] < 5)).all()
     assert det["boxes"].shape[1] == 4 and len(det["boxes"]) == len(det["class_names"]) <= 100
     assert (det["boxes"][:, 2] <= image.width + 1e-3).all() and (det["boxes"][:, 3] <= image.height + 1e-3).all()
 

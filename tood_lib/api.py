@@ -57,7 +57,8 @@ def load_model(checkpoint: str | Path, preset: str | None = None, device: str = 
 
 
 class Detector:
-    """Callable: image (path, PIL image or HxWx3 uint8 RGB array) -> dict(boxes (N,4) xyxy px, scores, labels, class_names)."""
+    """Callable: image (path, PIL image or HxWx3 uint8 RGB array) -> dict(boxes (N,4) xyxy px, scores, labels,
+    levels (the pyramid level, 0 = P3, each detection came from), class_names)."""
 
     def __init__(self, model, cfg: Config, class_names: list[str] | None = None):
         self.model, self.cfg = model, cfg
