@@ -94,3 +94,11 @@ def test_tal_and_detection_audits_run_on_a_model(small_set):
     assert set(dets["level"]) <= set(level_names(cfg.model.strides))
     with pytest.raises(ValueError, match="model="):
         assignment_audit(dataset, cfg, "tal")
+
+
+def test_levels_command_prints_the_table_for_a_named_data_set(capsys):
+    from tood_lib.cli import main
+
+    assert main(["levels", "--data-root", "bench-shapes", "--size", "128", "128", "--anchor-scale", "2", "--images", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "bench_shapes val, 128x128, anchor 2 strides, atss on ground truth" in out and "P6" in out

@@ -199,7 +199,9 @@ def _levels(args) -> None:
 
     if args.table:
         table = bench_level_table()
-        out = Path(args.out or "results/levels_bench.csv")
+        from tood_lib.ablations.grid import REPO_ROOT
+
+        out = Path(args.out) if args.out else REPO_ROOT / "results" / "levels_bench.csv"
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False, float_format="%.4g")
         print(format_level_table(table.to_dict("records")))
@@ -208,8 +210,10 @@ def _levels(args) -> None:
                           if r["role"] in ("bench", "first bench")))
         print(f"[levels] written to {out}")
         return
-    named = {"builtin": lambda: build_builtin_dataset(progress=False), "bench-shapes": lambda: bench_data_root("shapes"),
-             "misaligned": lambda: bench_data_root("misaligned")}
+    named = {"builtin": lambda: build_builtin_dataset(progress=False),
+             "misaligned": lambda: bench_data_root("misaligned", "single_level"),
+             "bench-shapes": lambda: bench_data_root("shapes", "multi_level"),
+             "bench-misaligned": lambda: bench_data_root("misaligned", "multi_level")}
     root = named[args.data_root]() if args.data_root in named else find_coco_root(args.data_root)
     if args.checkpoint:
         from tood_lib.api import load_model
@@ -360,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("--finetune", action="store_true", help="run-one: train the backbone too (the fine-tuning check)")
     lv = sub.add_parser("levels", help="share of positives and detections per pyramid level (the level audit)")
     lv.add_argument("--data-root", default="builtin",
-                    help="'builtin' (the main job's shapes), 'bench-shapes', 'misaligned' or a COCO-format folder")
+                    help="'builtin' (the main job's shapes), 'misaligned' (the first bench's), 'bench-shapes', "
+                         "'bench-misaligned' (the multi-level bench's) or a COCO-format folder")
     lv.add_argument("--size", type=int, nargs=2, default=None, metavar=("LONG", "SHORT"),
                     help="the resize (img_scale); default: the preset's (1333 800 for COCO presets, 160 160 for tood_small)")
     lv.add_argument("--anchor-scale", type=float, default=None, help="anchor side in strides (default: the preset's, 8)")
