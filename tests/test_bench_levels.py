@@ -36,3 +36,7 @@ def test_a_committed_bench_row_is_what_the_code_computes():
     fresh = audit_row("x", bench_data_root("shapes", "multi_level"), "val", (canvas, canvas), scale)
     for level in ("P3", "P4", "P5", "P6", "P7"):
         assert fresh[f"share_{level}"] == pytest.approx(row[f"share_{level}"], abs=0.01)
+
+
+def test_the_committed_table_names_no_machine_path():
+    assert not any(str(root).startswith("/") for root in _table()["root"])

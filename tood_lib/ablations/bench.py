@@ -83,6 +83,18 @@ def target_failures(summary: dict) -> list[str]:
     return failures
 
 
+def _portable(root) -> str:
+    """A data root as the committed table names it: relative to the repository (or to its parent, for
+    ``../shared``), never a path of one machine."""
+    from tood_lib.ablations.grid import REPO_ROOT
+
+    root = Path(root).resolve()
+    for base, prefix in ((REPO_ROOT, Path()), (REPO_ROOT.parent, Path(".."))):
+        if root.is_relative_to(base):
+            return str(prefix / root.relative_to(base))
+    return root.name
+
+
 def audit_row(label: str, root, split: str, canvas: tuple[int, int], anchor_scale: float, preset: str = "tood_small",
               images: int | None = None) -> dict:
     """ATSS on the ground truth of one split at one size -> a level-summary row (``data`` = label)."""
@@ -93,7 +105,7 @@ def audit_row(label: str, root, split: str, canvas: tuple[int, int], anchor_scal
     cfg = apply_overrides(get_preset(preset), [f"data.img_scale={canvas[0]},{canvas[1]}", f"model.anchor_scale={anchor_scale:g}"])
     dataset = CocoDetection(root, split, cfg.data, train=False, verbose=False)
     summary = level_summary(assignment_audit(dataset, cfg, "atss", images=images), cfg.model.strides)
-    return dict(data=label, root=str(root), split=split, size=f"{canvas[0]}x{canvas[1]}", anchor_scale=anchor_scale, **summary)
+    return dict(data=label, root=_portable(root), split=split, size=f"{canvas[0]}x{canvas[1]}", anchor_scale=anchor_scale, **summary)
 
 
 def bench_level_table(coco_root=None, candidates: bool = True) -> pd.DataFrame:
