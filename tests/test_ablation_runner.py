@@ -249,3 +249,19 @@ def test_tables_without_names_tabulates_every_finished_run(tmp_path):
     assert main(["ablations", "tables", "--out-root", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]) == 0
     table = pd.read_csv(tmp_path / "results" / "ablation_runs_cpu.csv")
     assert sorted(zip(table.dataset, table.experiment, table.seed)) == sorted((r.dataset, r.experiment, r.seed) for r in finished)
+
+
+def test_a_run_on_the_multi_level_bench_uses_its_anchors_and_data(tmp_path):
+    from tood_lib.ablations.bench import BENCHES, bench_data_root
+
+    run = Run("misaligned", "atss_parallel", 0)
+    record = run_experiment(run, tmp_path, progress=False, overrides=[o for o in TINY if "img_scale" not in o],
+                            finetune=True, bench="multi_level")
+    config = json.loads((run_dir(run, tmp_path) / "config.json").read_text())
+    canvas, anchor_scale, _ = BENCHES["multi_level"]
+    assert config["model"]["anchor_scale"] == anchor_scale and config["data"]["img_scale"] == [canvas, canvas]
+    log = (run_dir(run, tmp_path) / "metrics.jsonl").read_text()
+    assert record["dataset"] == "misaligned" and record["bench"] == "multi_level" and "eval" in log
+    assert record["data_root"] == "bench_misaligned"  # the redesigned scenes, not the first bench's
+    assert bench_data_root("misaligned", "multi_level").name == "bench_misaligned"
+    assert bench_data_root("misaligned", "single_level").name == "misaligned"

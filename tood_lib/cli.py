@@ -119,7 +119,7 @@ def _train(args) -> None:
 def _ablations(args) -> None:
     from tood_lib.ablations import grid, runner
 
-    out_root = args.out_root or runner.RUNS_DIR
+    out_root = args.out_root or runner.bench_runs_dir(args.bench)
     results = args.results or runner.RESULTS_DIR
     if args.experiments and args.action in ("run", "tables"):
         datasets = args.datasets or ["shapes"]
@@ -133,14 +133,14 @@ def _ablations(args) -> None:
         # (tables.py is imported only when the runs are collected, so a long grid tabulates with current code)
         runner.run_grid(runs, jobs=args.jobs, out_root=out_root, results_dir=results, overrides=args.set,
                         analysis_images=args.analysis_images, commit=args.commit,
-                        grid=None if args.experiments else args.grid)
+                        grid=None if args.experiments else args.grid, bench=args.bench)
         print(f"[ablations] results, tables and verdicts in {results}")
     elif args.action == "run-one":
         if len(args.experiments) != 1:
             raise ValueError("run-one takes exactly one experiment name")
         run = runner.Run(args.dataset, args.experiments[0], args.seed)
         record = runner.run_experiment(run, out_root, overrides=args.set, analysis_images=args.analysis_images,
-                                       finetune=args.finetune)
+                                       finetune=args.finetune, bench=args.bench)
         print(f"box AP: {record['AP']:.3f}")
     elif args.action == "finetune-check":
         # the frozen protocol's pairs again with the backbone fine-tuned (official freezing), shapes data set
@@ -362,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("--analysis-images", type=int, default=100, help="val images behind each time-lapse point")
     ab.add_argument("--commit", action="store_true", help="git-commit results/ after every finished run")
     ab.add_argument("--finetune", action="store_true", help="run-one: train the backbone too (the fine-tuning check)")
+    ab.add_argument("--bench", default=None, choices=("single_level", "multi_level"),
+                    help="run, run-one: the bench (ablations/bench.py; default: the grid's, single_level); another "
+                         "bench's runs go to runs/ablations/cpu_<bench> unless --out-root says otherwise")
     lv = sub.add_parser("levels", help="share of positives and detections per pyramid level (the level audit)")
     lv.add_argument("--data-root", default="builtin",
                     help="'builtin' (the main job's shapes), 'misaligned' (the first bench's), 'bench-shapes', "

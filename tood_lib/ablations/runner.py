@@ -185,11 +185,18 @@ def feature_dir(dataset: str, root: str | Path = RUNS_DIR) -> Path:
     return Path(root) / dataset / "features"
 
 
-def data_root(dataset: str) -> Path:
-    """The bench data set of a grid data-set name ("shapes": the multi-level shapes; "misaligned")."""
+def data_root(dataset: str, bench: str | None = None) -> Path:
+    """A bench's data set of a grid data-set name ("shapes" or "misaligned"; default: the active bench's)."""
     from tood_lib.ablations.bench import bench_data_root
 
-    return bench_data_root(dataset)
+    return bench_data_root(dataset, bench)
+
+
+def bench_runs_dir(bench: str | None) -> Path:
+    """The default run folder of a bench: RUNS_DIR for the active one, ``runs/ablations/cpu_<bench>`` otherwise."""
+    from tood_lib.ablations.bench import ACTIVE_BENCH
+
+    return RUNS_DIR if bench in (None, ACTIVE_BENCH) else RUNS_DIR.parent / f"cpu_{bench}"
 
 
 # ------------------------------------------------------------------------------------ one run
@@ -278,8 +285,9 @@ def ap_curve(out_dir: Path) -> list[tuple[int, float]]:
 
 def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = True,
                    overrides: list[str] | None = None, analysis_images: int = TIMELAPSE_IMAGES,
-                   finetune: bool = False) -> dict:
+                   finetune: bool = False, bench: str | None = None) -> dict:
     """Train, evaluate after every epoch (and analyse) one run at CPU scale; writes and returns ``result.json``.
+    ``bench``: ``bench.BENCHES`` entry (default: the active bench).
 
     ``overrides`` go on top of the CPU recipe (the tests use them to shrink a run); ``finetune``
     trains the backbone too (:data:`FINETUNE_OVERRIDES`, no feature cache, no analysis)."""
@@ -289,8 +297,9 @@ def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = T
 
     exp = EXPERIMENTS[run.experiment]
     out_dir = run_dir(run, out_root)
-    cfg = apply_overrides(experiment_config(exp, "cpu", run.dataset), (FINETUNE_OVERRIDES if finetune else []) + (overrides or []))
-    root = data_root(run.dataset)
+    cfg = apply_overrides(experiment_config(exp, "cpu", run.dataset, bench),
+                          (FINETUNE_OVERRIDES if finetune else []) + (overrides or []))
+    root = data_root(run.dataset, bench)
     analysed = run.experiment in TABLE6 and not finetune
     timelapse = analysed and run.seed == 0
     start = time.perf_counter()
@@ -302,7 +311,10 @@ def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = T
         trainer.resume()
     result = trainer.fit()
     curve = ap_curve(out_dir)
+    from tood_lib.ablations.bench import ACTIVE_BENCH
+
     record = dict(dataset=run.dataset, experiment=run.experiment, seed=run.seed, description=exp.describe(),
+                  bench=bench or ACTIVE_BENCH, data_root=root.name,
                   **{k: float(result.stats[k]) for k in STAT_KEYS}, steps=trainer.state.global_step,
                   epochs=cfg.train.epochs, params=count_parameters(trainer.model)["trainable"],
                   threads=torch.get_num_threads(), train_eval_seconds=round(time.perf_counter() - start, 1),
@@ -329,15 +341,15 @@ def pending_runs(runs: list[Run], out_root=RUNS_DIR) -> list[Run]:
 
 
 def prepare_features(datasets, out_root: str | Path = RUNS_DIR, progress: bool = True,
-                     overrides: list[str] | None = None) -> None:
+                     overrides: list[str] | None = None, bench: str | None = None) -> None:
     """Build each data set and its feature caches once, before runs start in parallel."""
     from tood_lib.config import apply_overrides, build_model
     from tood_lib.data.coco import CocoDetection
     from tood_lib.engine.feature_cache import cached_training_features
 
     for dataset in datasets:
-        cfg = apply_overrides(experiment_config("tood", "cpu", dataset), overrides or [])
-        root = data_root(dataset)
+        cfg = apply_overrides(experiment_config("tood", "cpu", dataset, bench), overrides or [])
+        root = data_root(dataset, bench)
         folder = feature_dir(dataset, out_root)
         if all((folder / f"{split}.pt").is_file() for split in ("train", "val")):
             continue
@@ -377,7 +389,7 @@ def git_commit_results(results_dir: Path, message: str) -> None:
 def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, results_dir: str | Path = RESULTS_DIR,
              progress: bool = True, overrides: list[str] | None = None, analysis_images: int = TIMELAPSE_IMAGES,
              with_complexity: bool = True, commit: bool = False, finetune: bool = False,
-             grid: str | None = None) -> Path:
+             grid: str | None = None, bench: str | None = None) -> Path:
     """Run every pending run, collecting (and with ``commit``, committing) the results after each one.
     ``finetune``: the runs train their backbone (see :func:`run_experiment`). ``grid`` ("core" or
     "full", when ``runs`` are that grid's): once they have finished, also run the replacement runs
@@ -388,11 +400,12 @@ def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, re
         raise ValueError(f"unknown experiments {unknown}; known: {', '.join(EXPERIMENTS)}")
     out_root, results_dir = Path(out_root), Path(results_dir)
     if not finetune:
-        prepare_features(sorted({r.dataset for r in runs}), out_root, progress, overrides)
+        prepare_features(sorted({r.dataset for r in runs}), out_root, progress, overrides, bench)
     todo = pending_runs(runs, out_root)
     print(f"[ablations] {len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to go, {jobs} at a time -> {out_root}")
     threads = max(1, (os.cpu_count() or 2) // jobs)
     extra = ["--analysis-images", str(analysis_images)] + (["--finetune"] if finetune else []) \
+        + (["--bench", bench] if bench else []) \
         + (["--set", *overrides] if overrides else [])
     label = "finetune" if finetune else grid_of(runs, run_outcomes(out_root))
     datasets = {r.dataset for r in runs}

@@ -97,18 +97,19 @@ def judge(shapes: dict, misaligned: dict) -> dict:
     return dict(checks, passed=all(checks.values()))
 
 
-def run_check(run_dirs: dict[str, str | Path], progress: bool = True) -> dict:
+def run_check(run_dirs: dict[str, str | Path], bench: str = "multi_level", progress: bool = True) -> dict:
     """The check on the trained runs ``{"shapes": dir, "misaligned": dir}`` (each holds its
-    ``epoch_N.pth`` and ``result.json``) -> the record written to ``results/misalignment_check.json``."""
+    ``epoch_N.pth`` and ``result.json``) of ``bench``'s data sets -> the record written to
+    ``results/misalignment_check.json``."""
     from tood_lib.ablations.bench import bench_data_root
     from tood_lib.data.coco import CocoDetection
     from tood_lib.workbook import load_run_model
 
-    record = dict(rule=RULE, model=dict(experiment=MODEL[0], seed=MODEL[1]))
+    record = dict(rule=RULE, bench=bench, model=dict(experiment=MODEL[0], seed=MODEL[1]))
     for name, folder in run_dirs.items():
         folder = Path(folder)
         model, cfg = load_run_model(folder)
-        dataset = CocoDetection(bench_data_root(name), "val", cfg.data, train=False, verbose=False)
+        dataset = CocoDetection(bench_data_root(name, bench), "val", cfg.data, train=False, verbose=False)
         summary = summarise(object_alignment(model, dataset, progress=progress))
         result = json.loads((folder / "result.json").read_text())
         summary.update({k: result[k] for k in ("AP", "AP50", "AP75")})
