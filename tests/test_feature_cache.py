@@ -75,6 +75,22 @@ def test_a_cache_for_other_weights_scale_or_backbone_is_refused(tmp_path):
     assert not (tmp_path / "other.pt").exists()
 
 
+def test_a_cache_of_a_regenerated_data_set_is_refused(tmp_path):
+    """Same folder, same image ids, other annotations (a generator changed): the old features are refused."""
+    cfg = _cfg()
+    root = build_builtin_dataset(tmp_path / "data", num_train=4, num_val=1, progress=False)
+    data = CocoDetection(root, "train", cfg.data, train=True, verbose=False)
+    backbone = build_model(cfg).backbone
+    path = build_feature_cache(backbone, data, tmp_path / "train.pt", progress=False)
+    check_cache(FeatureCache(path), backbone, data)  # as built: accepted
+    annotations = root / "annotations" / "instances_train2017.json"
+    annotations.write_text(annotations.read_text().replace('"iscrowd":0', '"iscrowd":0 ', 1))
+    regenerated = CocoDetection(root, "train", cfg.data, train=True, verbose=False)
+    assert regenerated.image_ids == data.image_ids
+    with pytest.raises(ValueError, match="annotations"):
+        check_cache(FeatureCache(path), backbone, regenerated)
+
+
 def test_training_on_cached_features_equals_training_on_the_images(tmp_path):
     """Same seed, same steps (ATSS warm-up, then TAL), same evaluation: bitwise the same weights and AP."""
     cfg = _cfg()

@@ -114,3 +114,16 @@ def test_written_as_coco_with_mark_boxes(root):
 def test_unknown_scene_kind_is_refused(tmp_path):
     with pytest.raises(ValueError, match="scenes"):
         build_builtin_dataset(tmp_path / "x", scenes="nope")
+
+
+def test_a_new_design_is_a_new_build(tmp_path, monkeypatch):
+    from tood_lib.data import builtin
+
+    root = build_builtin_dataset(tmp_path / "m", num_train=1, num_val=1, scenes="misaligned", sizes="multi_level", progress=False)
+    assert json.loads((root / "manifest.json").read_text())["design"] == misaligned.DESIGN
+    before = (root / "manifest.json").stat().st_mtime_ns
+    build_builtin_dataset(root, num_train=1, num_val=1, scenes="misaligned", sizes="multi_level", progress=False)
+    assert (root / "manifest.json").stat().st_mtime_ns == before  # same design: kept
+    monkeypatch.setattr(builtin, "MISALIGNED_DESIGN", misaligned.DESIGN + 1)
+    build_builtin_dataset(root, num_train=1, num_val=1, scenes="misaligned", sizes="multi_level", progress=False)
+    assert json.loads((root / "manifest.json").read_text())["design"] == misaligned.DESIGN + 1

@@ -34,6 +34,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from tood_lib.data.misaligned import DESIGN as MISALIGNED_DESIGN
 from tood_lib.data.misaligned import MARKS, draw_misaligned_scene
 from tood_lib.data.misaligned_v1 import draw_misaligned_scene_v1
 from tood_lib.data.synthetic import CLASSES, SIZE_LAWS, draw_scene
@@ -141,6 +142,8 @@ def build_builtin_dataset(root: str | Path | None = None, num_train: int = 1000,
         manifest["scenes"] = scenes
     if sizes != "single_level":
         manifest["sizes"] = sizes
+        if scenes == "misaligned":  # the redesigned scenes may change again: a new design is a new build
+            manifest["design"] = MISALIGNED_DESIGN
     manifest_path = root / "manifest.json"
     if root.exists() and not force:
         if not manifest_path.is_file():

@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw
 
 from tood_lib.data.synthetic import _contrasting_colour, draw_shape, draw_side
 
+DESIGN = 3  # bump on every change of what a seed draws: builtin.py records it, so old builds are redone
 MARKS = ("circle", "square", "triangle", "cross")  # the classes: the mark's shape
 BODY_KINDS = ("ellipse", "rounded_rectangle")
 BODY_SIDES = (0.13, 0.9)  # √(w·h) / image short side, log-uniform (the bench's law; the smallest still hold a readable mark)

@@ -41,8 +41,11 @@ def cache_key(backbone: nn.Module, dataset) -> dict:
     """What a cache must have been built from to be valid for (backbone, dataset)."""
     cfg = dataset.data_cfg
     ids = hashlib.sha256(",".join(map(str, dataset.image_ids)).encode()).hexdigest()[:16]
+    # the annotation file's bytes too: a data set regenerated in the same folder with the same ids (a
+    # changed generator) must not be served the old images' features
+    annotations = hashlib.sha256(Path(dataset.annotation_file).read_bytes()).hexdigest()[:16]
     return dict(version=CACHE_VERSION, backbone=backbone_fingerprint(backbone), img_scale=list(cfg.img_scale),
-                mean=list(cfg.mean), std=list(cfg.std), size_divisor=cfg.size_divisor, image_ids=ids,
+                mean=list(cfg.mean), std=list(cfg.std), size_divisor=cfg.size_divisor, image_ids=ids, annotations=annotations,
                 images=len(dataset), root=str(Path(dataset.root).resolve()), split=dataset.split)
 
 
