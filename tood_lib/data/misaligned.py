@@ -9,8 +9,8 @@ tells *where* its edges are. These scenes make that the rule. Every object is
   clutter lines drawn across them); its extent *is* the box, and its kind and colour say nothing
   about the class;
 - a **mark**: one of :data:`MARKS`, in a colour that contrasts strongly with the body, placed near
-  a random corner of the body, well away from its centre. The mark alone decides the class. Its side
-  is 0.3 of the body's short side, but never under :data:`MIN_MARK` of the image (a mark must stay
+  a random corner of the body, as far from its centre as it fits. The mark alone decides the class. Its
+  side is 0.4 of the body's short side, but never under :data:`MIN_MARK` of the image (a mark must stay
   readable at the bench's 128 px: two cells of P3) nor over 0.6 of the body.
 
 Two kinds of distractors make the mark necessary *and* insufficient: **unmarked bodies** (the same
@@ -21,6 +21,9 @@ The body sides follow the bench's size law (log-uniform, like ``synthetic.SIZE_L
 from :data:`BODY_SIDES`), so the positives spread over P3-P6 as on the shapes (``analysis/levels.py``).
 
 This is the multi-level bench's design (issue 19; ``builtin.py`` writes it to ``data/bench_misaligned``).
+Design 3 had marks of 0.3 of the body (at least 0.10 of the image), 0.55-0.95 of the way to a corner
+and up to 2 unmarked bodies; design 4 (this one) 0.4 (at least 0.12), 0.8-1.0 and up to 3. Each
+attempt's check is in ``results/misalignment_check_attempts.json``.
 The first bench's version (``misaligned_v1.py``: high-contrast bodies of 0.22-0.48 of the image,
 marks 0.26-0.34 of the body, no unmarked bodies) measured as *better* aligned than the shapes and
 capped AP near 29 with an unreadable mark.
@@ -38,17 +41,17 @@ from PIL import Image, ImageDraw
 
 from tood_lib.data.synthetic import _contrasting_colour, draw_shape, draw_side
 
-DESIGN = 3  # bump on every change of what a seed draws: builtin.py records it, so old builds are redone
+DESIGN = 4  # bump on every change of what a seed draws: builtin.py records it, so old builds are redone
 MARKS = ("circle", "square", "triangle", "cross")  # the classes: the mark's shape
 BODY_KINDS = ("ellipse", "rounded_rectangle")
 BODY_SIDES = (0.13, 0.9)  # √(w·h) / image short side, log-uniform (the bench's law; the smallest still hold a readable mark)
 BODY_ASPECT = (0.5, 2.0)
 BODY_CONTRAST = (30, 60)  # the body differs from the background by this much in its most different channel
-MARK_FRACTION = 0.3  # mark side / body short side ...
-MIN_MARK = 0.10  # ... but at least this share of the image's short side ...
+MARK_FRACTION = 0.4  # mark side / body short side ...
+MIN_MARK = 0.12  # ... but at least this share of the image's short side ...
 MAX_MARK_FRACTION = 0.6  # ... and at most this share of the body's short side
 MARK_CONTRAST = 90
-CORNER_REACH = (0.55, 0.95)  # how far towards a corner the mark's centre goes (0: centre, 1: as far as it fits)
+CORNER_REACH = (0.8, 1.0)  # how far towards a corner the mark's centre goes (0: centre, 1: as far as it fits)
 
 
 def _draw_body(draw: ImageDraw.ImageDraw, kind: str, box, colour) -> None:
@@ -74,7 +77,7 @@ def _body_colour(rng: np.random.Generator, background: np.ndarray) -> tuple[int,
 
 
 def mark_side(body, image_short: float) -> float:
-    """The mark's side for a body (x1, y1, x2, y2): 0.3 of its short side, within [MIN_MARK · image, 0.6 · body]."""
+    """The mark's side for a body (x1, y1, x2, y2): MARK_FRACTION of its short side, within [MIN_MARK · image, 0.6 · body]."""
     short = min(body[2] - body[0], body[3] - body[1])
     return float(min(max(MARK_FRACTION * short, MIN_MARK * image_short), MAX_MARK_FRACTION * short))
 
@@ -112,7 +115,7 @@ def _place_body(rng, width: int, height: int, taken: list, max_tries: int):
 
 
 def draw_misaligned_scene(seed: int, size: tuple[int, int] = (320, 320), max_objects: int = 4,
-                          max_unmarked: int = 2, max_decoys: int = 2, max_tries: int = 30):
+                          max_unmarked: int = 3, max_decoys: int = 2, max_tries: int = 30):
     """-> (image (H, W, 3) uint8 RGB, boxes (N, 4) float32 x1y1x2y2 of the marked bodies, labels (N,)
     int64 indices into MARKS, mark boxes (N, 4) float32). Unmarked bodies and decoy marks are drawn
     but not annotated: they are background."""
