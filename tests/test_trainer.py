@@ -52,7 +52,13 @@ def test_training_writes_metrics_checkpoints_and_evaluates(tiny_data, tmp_path):
     assert len(steps) == 8 and {r["phase"] for r in steps} == {"atss-warmup", "tal"}
     assert all(k in steps[0] for k in ("loss_cls", "loss_bbox", "lr", "images_per_s", "memory_mb"))
     assert steps[0]["lr"] == pytest.approx(trainer.cfg.train.lr * 0.001)
-    assert (tmp_path / "run" / "epoch_1.pth").is_file() and (tmp_path / "run" / "epoch_2.pth").is_file()
+    run = tmp_path / "run"
+    assert (run / "epoch_1.pth").is_file() and (run / "epoch_2.pth").is_file()
+    # epoch_N.pth is the end-of-epoch last.pth kept by a hard link, not a second copy on disk; the
+    # next epoch's save replaces last.pth and leaves epoch_1.pth holding epoch 1
+    assert (run / "epoch_2.pth").samefile(run / "last.pth") and not (run / "epoch_1.pth").samefile(run / "last.pth")
+    assert torch.load(run / "epoch_1.pth", weights_only=False)["state"]["epoch"] == 1
+    assert torch.load(run / "last.pth", weights_only=False)["state"]["epoch"] == 2
     assert json.loads((tmp_path / "run" / "config.json").read_text())["name"] == "tood_small"
     assert result is not None and len(result.stats) == 12
     assert (tmp_path / "run" / "detections_val.json").is_file()
