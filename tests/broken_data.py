@@ -8,13 +8,20 @@ and partly outside their image; a duplicate annotation id, a missing area, an an
 unknown image, and an image without annotations. It also writes the *clean subset*: a second root
 whose JSON lists only the images the check must keep, with their valid annotations (sharing the
 image files), and returns the exact counts the check must report.
+
+Small generators for single defects (issue 21): ``make_small_split`` (a minimal clean split to damage),
+``edit_annotations``, ``write_16bit_gray`` (16-bit grayscale PNG, TIFF or PGM with a known true mean)
+and ``write_oversized_png`` (a valid PNG over Pillow's pixel limit, a few kB on disk).
 """
 from __future__ import annotations
 
 import json
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps
 
 
@@ -143,3 +150,68 @@ def make_broken_split(source: Path, out: Path, split: str = "val") -> dict:
     expected = {k: v for k, v in expected.items() if v}
     return {"root": out, "clean_root": clean_root, "expected": expected, "kept_ids": kept_ids, "files": files,
             "role": role, "empty_id": empty_id}
+
+
+# ---------------------------------------------------------------- single defects (issue 21)
+
+def make_small_split(root: Path, split: str = "val", num_images: int = 3, size: tuple[int, int] = (40, 60)) -> Path:
+    """A minimal clean COCO-format split in ``root``: ``num_images`` RGB PNGs of ``size`` (h, w) named
+    000000000001.png..., image ids 1..N, one 20x10 box (category 1, annotation id = image id) on each;
+    -> the annotation file."""
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / f"{split}2017").mkdir(exist_ok=True)
+    h, w = size
+    data = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "thing"}]}
+    for i in range(1, num_images + 1):
+        name = f"{i:012d}.png"
+        Image.fromarray(np.full((h, w, 3), 40 * i, np.uint8)).save(root / f"{split}2017" / name)
+        data["images"].append({"id": i, "file_name": name, "width": w, "height": h})
+        data["annotations"].append({"id": i, "image_id": i, "category_id": 1, "bbox": [5, 5, 20, 10],
+                                    "area": 200.0, "iscrowd": 0})
+    path = root / "annotations" / f"instances_{split}2017.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def edit_annotations(path: Path, change) -> dict:
+    """Apply ``change(data)`` (in place) to the COCO JSON at ``path`` and write it back; -> the data."""
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    return data
+
+
+def write_16bit_gray(path: Path, size: tuple[int, int] = (40, 60), seed: int = 0) -> float:
+    """A 16-bit grayscale image with real 16-bit detail (a curved ramp plus noise over about 13000..53000
+    of 65535, so Pillow's clipping conversion makes it all white), as PNG (Pillow mode I;16), TIFF
+    (I;16B) or PGM (I), by ``path``'s suffix; -> its true mean brightness on the 8-bit scale
+    (mean / 65535 * 255, about 82)."""
+    h, w = size
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0.0, 1.0, w)[None, :] * np.ones((h, 1))
+    values = np.clip(13074 + 40000 * ramp ** 4 + rng.normal(0, 600, (h, w)), 0, 65535).astype(np.uint16)
+    if path.suffix == ".pgm":  # binary PGM, maxval 65535: big-endian 16-bit samples
+        path.write_bytes(f"P5 {w} {h} 65535\n".encode() + values.astype(">u2").tobytes())
+    elif path.suffix in (".tif", ".tiff"):
+        Image.fromarray(values.astype(">u2")).save(path)  # mode I;16B
+    else:
+        Image.fromarray(values).save(path)  # mode I;16, a 16-bit grayscale PNG
+    return float(values.mean() / 65535 * 255)
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def write_oversized_png(path: Path, width: int = 30000, height: int = 20000) -> None:
+    """A valid all-black 1-bit PNG of width x height (600 M pixels by default, over twice Pillow's
+    Image.MAX_IMAGE_PIXELS, so Image.open raises DecompressionBombError), written row block by row block
+    so that it never holds the 75 MB of raw rows in memory; about 75 kB on disk."""
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte 0, then the packed bits
+    packer = zlib.compressobj(9)
+    block = row * 1000
+    idat = b"".join(packer.compress(block) for _ in range(height // 1000))
+    idat += packer.compress(row * (height % 1000)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grayscale, no interlace
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat)
+                     + _png_chunk(b"IEND", b""))

@@ -11,12 +11,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from broken_data import make_broken_split
+from broken_data import edit_annotations, make_broken_split, make_small_split, write_16bit_gray, write_oversized_png
 from tood_lib.cli import main
 from tood_lib.config import DataConfig, apply_overrides, build_model, get_preset
 from tood_lib.data.builtin import build_builtin_dataset
-from tood_lib.data.check import POLICIES, check_split
+from tood_lib.data.check import POLICIES, DataCheckError, check_split
 from tood_lib.data.coco import CocoDetection, coco_tiny_root, load_coco_annotations
+from tood_lib.data.decode import read_image
 from tood_lib.engine.checkpoint import save_checkpoint
 from tood_lib.engine.evaluate import evaluate_coco
 from tood_lib.engine.inference import evaluate_dataset
@@ -163,7 +164,10 @@ def test_decoded_size_mismatch_never_filters_boxes_against_the_wrong_size(builti
 
 @pytest.mark.parametrize("damage, message", [
     ("duplicate image id", "duplicate image id"), ("duplicate category id", "duplicate category id"),
-    ("unknown category", "unknown category"), ("image without size", "image entry without id, file name or size")])
+    ("unknown category", "unknown category"), ("image without size", "image entry without id, file name or size"),
+    ("one file under two ids", "image file under two image ids"), ("no images", "split without images"),
+    ("iscrowd 'no'", "bad iscrowd value"), ("category without name", "category entry without id or name"),
+    ("every image unreadable", "no usable image")])
 def test_stop_policies_refuse_training_and_evaluation_and_check_data_exits_1(builtin_root, tmp_path, capsys, damage, message):
     b = make_broken_split(builtin_root, tmp_path / "broken", "val")
     path = b["root"] / "annotations" / "instances_val2017.json"
@@ -174,6 +178,19 @@ def test_stop_policies_refuse_training_and_evaluation_and_check_data_exits_1(bui
         data["categories"].append({**data["categories"][0], "name": "again"})
     elif damage == "unknown category":
         data["annotations"][0]["category_id"] = 999
+    elif damage == "one file under two ids":
+        data["images"].append({**data["images"][7], "id": 10 ** 6})
+    elif damage == "no images":
+        data["images"] = []
+    elif damage == "iscrowd 'no'":
+        data["annotations"][0]["iscrowd"] = "no"
+    elif damage == "category without name":
+        del data["categories"][0]["name"]
+    elif damage == "every image unreadable":  # each file exists but is not an image: all dropped, none left
+        for image in data["images"]:
+            file = b["root"] / "val2017" / image["file_name"]
+            if not file.is_dir():  # the broken split's folder-named-like-an-image is unreadable already
+                file.write_bytes(b"not an image")
     else:
         del data["images"][8]["width"]
     path.write_text(json.dumps(data))
@@ -281,3 +298,161 @@ def test_a_broken_val_file_stops_training_before_it_starts(builtin_root, tmp_pat
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
     assert main(["train", "--data-root", str(root), "--out", str(tmp_path / "run"), "--set", "data.img_scale=128,96"]) == 2
     assert "is empty" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- issue 21: six more holes
+
+
+class PixelMeanSpy(nn.Module):
+    """A 'model' for evaluate_dataset that records the mean 0..255 pixel value of every image it is shown
+    (normalisation undone, padding cut off), in order, and detects one box on each."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.cfg, self.categories, self.means = cfg, None, []
+
+    def predict(self, batch, **_):
+        mean, std = torch.tensor(self.cfg.data.mean).view(3, 1, 1), torch.tensor(self.cfg.data.std).view(3, 1, 1)
+        for image, (h, w) in zip(batch.images, batch.image_sizes.tolist()):
+            self.means.append(float((image[:, :h, :w] * std + mean).mean()))
+        return [dict(boxes=torch.tensor([[5.0, 5.0, 25.0, 15.0]]), scores=torch.tensor([0.9]), labels=torch.tensor([0]))
+                for _ in batch.images]
+
+
+def test_a_16bit_png_keeps_its_brightness_in_training_eval_and_predict(small_checkpoint, tmp_path, capsys):
+    """Pillow's convert("RGB") clips 16-bit values to 255 (a white picture); every place that decodes an
+    image must scale them to 8 bits instead, and the check counts the repair."""
+    root = tmp_path / "data"
+    make_small_split(root, "val", num_images=2)
+    png = root / "val2017" / "000000000001.png"
+    true_mean = write_16bit_gray(png, size=(40, 60))
+    assert Image.open(png).mode == "I;16" and 75 < true_mean < 90
+    report = check_split(root, "val", progress=False)
+    assert {d: f.count for d, f in report.findings.items()} == {"16-bit image": 1}
+    assert f"{png} (image 1): mode I;16" in report.table()
+
+    cfg = apply_overrides(get_preset("tood_small"), ["model.num_classes=1", "data.img_scale=60,40"])
+    mean, std = torch.tensor(cfg.data.mean).view(3, 1, 1), torch.tensor(cfg.data.std).view(3, 1, 1)
+    train = CocoDetection(root, "val", cfg.data, train=True, verbose=False)
+    item = train[0]
+    assert item["image_id"] == 1 and item["image_size"] == (40, 60)  # not resized: these are the decoded pixels
+    assert float((item["image"] * std + mean).mean()) == pytest.approx(true_mean, abs=1)
+    spy = PixelMeanSpy(cfg)
+    evaluate_dataset(spy, CocoDetection(root, "val", cfg.data, train=False, verbose=False), progress=False)
+    assert spy.means == [pytest.approx(true_mean, abs=1), pytest.approx(80, abs=1e-3)]  # image 2 is RGB (80, 80, 80)
+
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(small_checkpoint), "--out", str(out), "--score-thr", "1", str(png)]) == 0
+    assert f"{png}: 0 detections -> {out / '000000000001_detections.png'} (16-bit image, mode I;16: scaled to 8 bits)" \
+        in capsys.readouterr().out
+    drawn = np.asarray(Image.open(out / "000000000001_detections.png"))  # nothing drawn at --score-thr 1: the picture
+    assert drawn.shape == (40, 60, 3) and drawn.mean() == pytest.approx(true_mean, abs=1)
+
+
+@pytest.mark.parametrize("suffix, mode", [(".png", "I;16"), (".tif", "I;16B"), (".pgm", "I")])
+def test_16bit_grayscale_files_decode_scaled_not_clipped(tmp_path, suffix, mode):
+    path = tmp_path / f"gray{suffix}"
+    true_mean = write_16bit_gray(path)
+    rgb, found = read_image(path)
+    assert found == mode and rgb.mode == "RGB"
+    assert np.asarray(rgb).mean() == pytest.approx(true_mean, abs=1)
+
+
+def test_pixels_of_unknown_range_are_left_out_naming_the_file(tmp_path):
+    root = tmp_path / "data"
+    path = make_small_split(root, "val", num_images=2)
+    tif = root / "val2017" / "float.tif"
+    Image.fromarray(np.full((40, 60), 0.3, np.float32)).save(tif)  # mode F: 0..1? 0..255? unknown
+    edit_annotations(path, lambda d: d["images"][0].update(file_name="float.tif"))
+    report = check_split(root, "val", progress=False)
+    assert report.usable_image_ids == [2]
+    assert report.findings["unreadable image file"].examples == [
+        f"{tif} (image 1): ValueError: 32-bit float pixels: their range is unknown, so they cannot be scaled to 8 bits"]
+
+
+@pytest.mark.parametrize("file_name", ["000000000001.png", "./000000000001.png"])
+def test_one_file_under_two_image_ids_stops_naming_the_file_and_both_ids(tmp_path, capsys, file_name):
+    root = tmp_path / "data"
+    path = make_small_split(root, "val", num_images=3)
+    edit_annotations(path, lambda d: d["images"][2].update(file_name=file_name))  # image 3 names image 1's file
+    assert main(["check-data", "--data-root", str(root), "--splits", "val"]) == 1
+    out = capsys.readouterr().out
+    assert f"image file under two image ids  1      stop    {root / 'val2017' / '000000000001.png'} is image 1 and image 3" in out
+    with pytest.raises(DataCheckError, match="image file under two image ids") as err:
+        CocoDetection(root, "val", DataConfig(img_scale=(60, 40)), train=True, verbose=False)
+    assert str(path) in str(err.value)
+
+
+def test_predict_names_and_skips_an_image_over_pillows_pixel_limit(small_checkpoint, builtin_root, tmp_path, capsys):
+    huge = tmp_path / "huge.png"
+    write_oversized_png(huge)  # 30000 x 20000
+    good = sorted((builtin_root / "val2017").iterdir())[0]
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(small_checkpoint), "--out", str(out), str(huge), str(good)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {huge}: cannot read it as an image (DecompressionBombError: Image size (600000000 pixels) exceeds " \
+           "limit of" in err
+    assert f"error: 1 of 2 images could not be read: {huge}" in err
+    assert [p.name for p in out.iterdir()] == [f"{good.stem}_detections.png"]  # the image after it was processed
+    # the data check (so train and eval too) leaves it out, named
+    root = tmp_path / "data"
+    path = make_small_split(root, "val", num_images=2)
+    write_oversized_png(root / "val2017" / "000000000001.png")
+    edit_annotations(path, lambda d: d["images"][0].update(width=30000, height=20000))
+    ds = CocoDetection(root, "val", DataConfig(img_scale=(60, 40)), train=False, verbose=False)
+    assert ds.image_ids == [2]
+    assert ds.report.findings["unreadable image file"].examples[0].startswith(
+        f"{root / 'val2017' / '000000000001.png'} (image 1): DecompressionBombError: ")
+
+
+def _latin1_note(path):
+    edit_annotations(path, lambda d: d["annotations"][1].update(note="cafe"))
+    path.write_bytes(path.read_bytes().replace(b'"cafe"', b'"caf\xe9"'))  # "café" in Latin-1, not UTF-8
+
+
+@pytest.mark.parametrize("damage, status, message", [
+    (_latin1_note, 2, "is not UTF-8 text: byte 0xe9 at offset {offset} (line 1, in annotation id 2)"),
+    (lambda path: edit_annotations(path, lambda d: d["annotations"][1].update(iscrowd="no")), 1,
+     'bad iscrowd value  1      stop    annotation 2 of image 2: iscrowd "no" (expected 0 or 1)'),
+    (lambda path: edit_annotations(path, lambda d: d["annotations"][1].update(iscrowd=2)), 1,
+     "annotation 2 of image 2: iscrowd 2 (expected 0 or 1)"),
+    (lambda path: edit_annotations(path, lambda d: d["annotations"][1].update(category_id=[1])), 1,
+     "unknown category  1      stop    annotation 2 of image 2: category_id [1]")],
+    ids=["latin-1", "iscrowd no", "iscrowd 2", "category id a list"])
+def test_bad_values_in_the_annotation_file_name_the_file_and_the_annotation(tmp_path, capsys, damage, status, message):
+    root = tmp_path / "data"
+    path = make_small_split(root, "val", num_images=3)
+    damage(path)
+    assert main(["check-data", "--data-root", str(root), "--splits", "val"]) == status
+    captured = capsys.readouterr()
+    printed = captured.err if status == 2 else captured.out
+    assert str(path) in printed
+    assert message.format(offset=path.read_bytes().index(b"\xe9") if status == 2 else None) in printed
+
+
+def test_boxes_of_an_image_of_the_wrong_size_are_not_also_counted_as_box_problems(tmp_path):
+    root = tmp_path / "data"
+    path = make_small_split(root, "val", num_images=2)  # 60x40 files
+
+    def damage(data):
+        data["images"][0].update(width=30, height=20)  # the JSON's size is wrong: its boxes fit the real 60x40
+        data["annotations"] += [{"id": 3, "image_id": 1, "category_id": 1, "bbox": bbox, "area": 200.0, "iscrowd": 0}
+                                for bbox in ([35, 5, 20, 10], [25, 5, 20, 10])]  # outside, partly outside 30x20
+    edit_annotations(path, damage)
+    report = check_split(root, "val", progress=False)
+    assert {d: f.count for d, f in report.findings.items()} == {"decoded size differs from the JSON": 1}
+    assert report.findings["decoded size differs from the JSON"].examples == [
+        f"{root / 'val2017' / '000000000001.png'} (image 1): 60x40 on disk, 30x20 in the JSON; "
+        "its 3 annotation(s) left out with it"]
+    assert report.usable_image_ids == [2] and [a["image_id"] for a in report.coco.dataset["annotations"]] == [2]
+
+
+def test_a_thin_box_is_shown_as_it_is_used_after_clipping(tmp_path):
+    root = tmp_path / "data"
+    path = make_small_split(root, "val", num_images=1)  # 60x40
+    edit_annotations(path, lambda d: d["annotations"][0].update(bbox=[59.5, 5, 10, 10]))
+    report = check_split(root, "val", progress=False, drop_empty=False)
+    assert report.findings["thin box (w or h < 1 px)"].examples == [
+        "annotation 1 of image 1: bbox [59.5, 5.0, 0.5, 10.0] (clipped from [59.5, 5, 10, 10])"]
+    assert report.coco.dataset["annotations"][0]["bbox"] == [59.5, 5.0, 0.5, 10.0]

@@ -210,7 +210,7 @@ def test_all_images_unreadable_raises(tmp_path):
     write_coco(tmp_path, images=2)
     for f in (tmp_path / "train2017").iterdir():
         f.write_bytes(b"xx")
-    with pytest.raises(AnnotationFormatError, match="no usable images") as err:
+    with pytest.raises(ValueError, match="no usable image") as err:
         CocoDetection(tmp_path, "train", DataConfig(), train=False)
     assert "unreadable image file  2" in str(err.value)
 

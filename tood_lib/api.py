@@ -15,6 +15,7 @@ from PIL import Image
 
 from tood_lib.batch import make_batch
 from tood_lib.config import Config, DataConfig, ModelConfig, TALConfig, TestConfig, TrainConfig, build_model, get_preset
+from tood_lib.data.decode import read_rgb_image, to_rgb
 from tood_lib.data.transforms import resize_and_normalize, to_tensor_image
 
 
@@ -73,7 +74,9 @@ class Detector:
     @torch.no_grad()
     def __call__(self, image, score_thr: float | None = None) -> dict:
         if isinstance(image, (str, Path)):
-            image = Image.open(image).convert("RGB")
+            image = read_rgb_image(image)
+        elif isinstance(image, Image.Image):
+            image = to_rgb(image)  # 16-bit grayscale scaled to 8 bits, as for a file
         tensor = to_tensor_image(image)
         h, w = tensor.shape[1:]
         data = self.cfg.data

@@ -267,10 +267,9 @@ def _predict(args) -> int:
     status is 1 when any failed."""
     from pathlib import Path
 
-    from PIL import Image
-
     from tood_lib.analysis.plots import draw_detections
     from tood_lib.api import Detector
+    from tood_lib.data.decode import DECODE_ERRORS, SIXTEEN_BIT_MODES, read_image
 
     detector = Detector.from_checkpoint(args.checkpoint, args.preset, device=args.device or _default_device())
     out_dir = Path(args.out)
@@ -280,9 +279,8 @@ def _predict(args) -> int:
         try:
             if Path(path).is_dir():
                 raise IsADirectoryError("is a folder, not an image")
-            with Image.open(path) as opened:
-                image = opened.convert("RGB")  # the full decode: truncated files fail here
-        except (OSError, SyntaxError, ValueError) as err:  # missing, folder, not an image, truncated
+            image, mode = read_image(path)  # the full decode: truncated files fail here
+        except DECODE_ERRORS as err:  # missing, folder, not an image, truncated, over Pillow's pixel limit
             reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
             print(f"error: {path}: cannot read it as an image ({type(err).__name__}: {reason})", file=sys.stderr)
             failed.append(path)
@@ -291,7 +289,8 @@ def _predict(args) -> int:
         drawn = draw_detections(image, det["boxes"], det["labels"], det["scores"], detector.class_names)
         target = out_dir / f"{Path(path).stem}_detections.png"
         drawn.save(target)
-        print(f"{path}: {len(det['boxes'])} detections -> {target}")
+        scaled = f" (16-bit image, mode {mode}: scaled to 8 bits)" if mode in SIXTEEN_BIT_MODES else ""
+        print(f"{path}: {len(det['boxes'])} detections -> {target}{scaled}")
     if failed:
         print(f"error: {len(failed)} of {len(args.images)} images could not be read: {', '.join(map(str, failed))}",
               file=sys.stderr)

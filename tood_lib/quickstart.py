@@ -44,7 +44,7 @@ def run_quickstart(out_dir: str | Path | None = None, figures_dir: str | Path | 
     """
     from tood_lib.analysis.plots import detection_grid, draw_detections, plot_loss_curves, read_metrics
     from tood_lib.data.builtin import build_builtin_dataset
-    from PIL import Image
+    from tood_lib.data.decode import read_rgb_image
     from tood_lib.engine.trainer import Trainer
 
     start = time.perf_counter()
@@ -76,7 +76,7 @@ def run_quickstart(out_dir: str | Path | None = None, figures_dir: str | Path | 
     drawn, titles = [], []
     for index in range(6):
         item = val[index]
-        image = Image.open(val.file_path(index)).convert("RGB")
+        image = read_rgb_image(val.file_path(index))
         batch, _ = val.collate([item])
         det = trainer.model.predict(batch.to(trainer.device))[0]
         gt_boxes, _ = val.ground_truth(index)

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from tood_lib.batch import Batch, make_batch
 from tood_lib.config import DataConfig
+from tood_lib.data.decode import DECODE_ERRORS, read_rgb_image
 from tood_lib.data.transforms import rescale_size, resize_and_normalize, to_tensor_image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -87,14 +88,18 @@ class UnreadableImageError(ValueError):
 def read_coco_json(path: Path) -> dict:
     """Parse a COCO instances file and check its shape; -> the dict.
 
-    Raises DataNotFoundError for a missing file and AnnotationFormatError for an empty file,
-    invalid JSON, or JSON without the "images", "annotations" and "categories" lists.
+    Raises DataNotFoundError for a missing file and AnnotationFormatError for an empty file, text
+    that is not UTF-8, invalid JSON, or JSON without the "images", "annotations" and "categories" lists.
     """
     if path.is_dir():
         raise AnnotationFormatError(f"annotation file {path} is a folder; expected a COCO instances .json file")
     if not path.is_file():
         raise DataNotFoundError(f"annotation file not found: expected {path}")
-    text = path.read_text()
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")  # JSON is UTF-8 (RFC 8259), whatever the machine's locale says
+    except UnicodeDecodeError as err:
+        raise AnnotationFormatError(_not_utf8_message(path, raw, err)) from None
     if not text.strip():
         raise AnnotationFormatError(f"annotation file {path} is empty (0 bytes or whitespace); "
                                     "it was probably cut short by an interrupted download or extraction")
@@ -110,6 +115,34 @@ def read_coco_json(path: Path) -> dict:
     if not data["categories"]:
         raise AnnotationFormatError(f"annotation file {path} has no categories")
     return data
+
+
+def _entry_holding(data, text: str) -> str | None:
+    """'annotation id 7' (or image, or category) for the first entry of a COCO dict whose JSON holds ``text``."""
+    if not isinstance(data, dict):
+        return None
+    for key, kind in (("images", "image"), ("annotations", "annotation"), ("categories", "category")):
+        entries = data.get(key) if isinstance(data.get(key), list) else []
+        for entry in entries:
+            if text in json.dumps(entry, ensure_ascii=False):
+                return f"{kind} id {entry.get('id') if isinstance(entry, dict) else '?'}"
+    return None
+
+
+def _not_utf8_message(path: Path, raw: bytes, err: UnicodeDecodeError) -> str:
+    """Where the first byte that is not UTF-8 is: offset, line, and the entry that holds it (found by
+    parsing the file with that byte replaced by a marker and any later ones by U+FFFD, when it then parses)."""
+    line = raw.count(b"\n", 0, err.start) + 1
+    marker = "\ufffe\ufffe"  # Unicode non-characters: not in any real annotation file
+    try:
+        text = raw[:err.start].decode("utf-8") + marker + raw[err.end:].decode("utf-8", errors="replace")
+        entry = _entry_holding(json.loads(text), marker)
+    except json.JSONDecodeError:
+        entry = None
+    where = f"line {line}, in {entry}" if entry else f"line {line}"
+    return (f"annotation file {path} is not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start} ({where}) "
+            "is not valid UTF-8, and JSON files must be UTF-8. Re-save it as UTF-8 (if it was written as "
+            "Latin-1: iconv -f latin1 -t utf-8 OLD > NEW)")
 
 
 def load_coco_annotations(path: Path) -> COCO:
@@ -242,9 +275,8 @@ class CocoDetection(torch.utils.data.Dataset):
     def _read_image(self, index: int) -> Image.Image:
         path = self.file_path(index)
         try:
-            with Image.open(path) as image:
-                return image.convert("RGB")  # forces the full decode, so truncation shows up here
-        except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for bad or truncated files
+            return read_rgb_image(path)  # the full decode, so truncation shows up here; 16-bit scaled to 8
+        except DECODE_ERRORS as err:  # PIL's errors for bad, truncated or oversized files
             raise UnreadableImageError(f"cannot read image {path} (image {self.image_ids[index]}): "
                                        f"{type(err).__name__}: {err}. It passed the check when the data set "
                                        "was opened, so it changed since; python -m tood_lib check-data "

@@ -23,6 +23,8 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from tood_lib.data.decode import read_rgb_image
+
 CROP = 64  # crop side in pixels; the objects are 12-55 px in the 128-px detection images
 CONTEXT = 1.2  # crop a box this much larger than the object, as ImageNet images hold context
 
@@ -43,7 +45,7 @@ def object_crops(root: str | Path, split: str = "train", size: int = CROP, mean=
         anns = by_image.get(image["id"], [])
         if not anns:
             continue
-        picture = Image.open(root / f"{split}2017" / image["file_name"]).convert("RGB")
+        picture = read_rgb_image(root / f"{split}2017" / image["file_name"])
         for ann in anns:
             x, y, w, h = ann["bbox"]
             side = max(w, h) * CONTEXT
