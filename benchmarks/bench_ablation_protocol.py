@@ -68,7 +68,7 @@ def main() -> None:
         return candidates(args)
 
     from tood_lib.ablations.grid import experiment_config
-    from tood_lib.ablations.runner import FINETUNE_OVERRIDES
+    from tood_lib.ablations.run_one import FINETUNE_OVERRIDES
     from tood_lib.config import apply_overrides, build_model
 
     torch.set_num_threads(args.threads)

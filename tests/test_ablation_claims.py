@@ -6,7 +6,8 @@ import pytest
 
 from tood_lib.ablations.claims import CLAIMS, CLAIMS_BY_NAME, DATASETS, Claim, claim_experiments, judge, verdict_table
 from tood_lib.ablations.grid import EXPERIMENTS
-from tood_lib.ablations.runner import TABLE6, grid_runs, plateau
+from tood_lib.ablations.run_one import plateau
+from tood_lib.ablations.runs import TABLE6, grid_runs
 
 
 def runs(values: dict[str, list[float]], metric: str = "AP") -> pd.DataFrame:

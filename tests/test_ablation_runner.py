@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from tood_lib.ablations.runner import Run, collect_results, feature_dir, run_dir, run_experiment, run_grid
+from tood_lib.ablations.collect import collect_results
+from tood_lib.ablations.run_grid import run_grid
+from tood_lib.ablations.run_one import run_experiment
+from tood_lib.ablations.runs import Run, feature_dir, run_dir
 
 TINY = ["data.train_images=8", "train.batch_size=4", "train.epochs=2", "tal.warmup_epochs=1", "data.img_scale=64,64",
         "train.warmup_iters=1", "train.lr_steps=2"]
@@ -18,7 +21,8 @@ def test_grid_runs_resumes_and_tabulates(tmp_path):
     runs = [Run("shapes", "fcos_parallel", 0), Run("shapes", "fcos_parallel", 1), Run("misaligned", "atss_qfl_parallel", 0)]
     kw = dict(out_root=out, results_dir=results, overrides=TINY, progress=False, with_complexity=False)
     run_grid(runs, jobs=2, **kw)
-    assert sorted(p.name for p in feature_dir("misaligned", out).iterdir()) == ["train.pt", "val.pt"]
+    assert sorted(p.name for p in feature_dir("misaligned", out).iterdir()) == ["train.pt", "train.pt.sha256", "val.pt",
+                                                                             "val.pt.sha256"]
     finished = {r: (run_dir(r, out) / "result.json").stat().st_mtime_ns for r in runs}
     table = pd.read_csv(results / "ablation_runs_cpu.csv")
     assert len(table) == 3 and (table["steps"] == 4).all() and (table["threads"] == 1).all()
@@ -97,7 +101,7 @@ def test_finetune_mode_trains_the_backbone_without_a_cache(tmp_path):
 
 
 def test_finetune_check_compares_the_rankings(tmp_path):
-    from tood_lib.ablations.runner import finetune_check
+    from tood_lib.ablations.checks import finetune_check
 
     def rows(deltas):
         return pd.DataFrame([dict(dataset="shapes", experiment=e, seed=s, AP=0.40 + d * (e != "atss_parallel") + 0.01 * s)
@@ -118,7 +122,7 @@ def test_finetune_check_compares_the_rankings(tmp_path):
 def test_finetune_check_judges_orders_with_the_2_se_rule(tmp_path):
     """A Δ within 2 SE is a tie, whatever its sign: two ties agree; a tie against a clear order is
     "one not distinguishable", not a reversal."""
-    from tood_lib.ablations.runner import finetune_check
+    from tood_lib.ablations.checks import finetune_check
 
     def rows(deltas):  # per-seed Δ of the variants over atss_parallel
         return pd.DataFrame([dict(dataset="shapes", experiment=e, seed=s, AP=0.40 + (d[s] if e != "atss_parallel" else 0))
@@ -138,7 +142,7 @@ def test_finetune_check_judges_orders_with_the_2_se_rule(tmp_path):
 
 
 def test_a_superseded_invocation_stays_on_record_but_out_of_the_total(tmp_path):
-    from tood_lib.ablations.runner import _log_invocation
+    from tood_lib.ablations.run_grid import _log_invocation
 
     path = tmp_path / "ablations_cpu_timing.json"
     path.write_text(json.dumps(dict(invocations=[
@@ -153,7 +157,7 @@ def test_a_superseded_invocation_stays_on_record_but_out_of_the_total(tmp_path):
 
 
 def test_an_invocation_knows_its_grid():
-    from tood_lib.ablations.runner import grid_of, grid_runs
+    from tood_lib.ablations.runs import grid_of, grid_runs
 
     core, full = grid_runs("core"), grid_runs("full")
     assert grid_of(core[:3]) == "core"
@@ -162,7 +166,7 @@ def test_an_invocation_knows_its_grid():
 
 
 def test_replacement_seed_rule():
-    from tood_lib.ablations.runner import MAX_REPLACEMENT_SEEDS, grid_of, grid_runs
+    from tood_lib.ablations.runs import MAX_REPLACEMENT_SEEDS, grid_of, grid_runs
 
     core, full = grid_runs("core"), grid_runs("full")
     settled = {r: True for r in full}
@@ -198,12 +202,13 @@ def test_replacement_seed_rule():
 def test_run_grid_runs_the_replacements(tmp_path, monkeypatch):
     """run_grid with grid="core": the declared runs, then the replacement runs once an unsettled one is known
     (training replaced by a stub that writes result.json; the rule and the loop are what is tested)."""
-    from tood_lib.ablations import runner
+    from tood_lib.ablations import run_grid as grid_module
+    from tood_lib.ablations.runs import grid_runs, run_outcomes
 
     unsettled = {Run("shapes", "tood_no_prob_map", 1), Run("shapes", "tood_no_prob_map", 3)}
     launched = []
 
-    def fake_launch(run, out_root, threads, extra):
+    def fake_launch(run, out_root, threads, extra, lock_fd=None):
         folder = run_dir(run, out_root)
         folder.mkdir(parents=True, exist_ok=True)
         record = dict(dataset=run.dataset, experiment=run.experiment, seed=run.seed, AP=0.3, seconds=0.0,
@@ -212,32 +217,32 @@ def test_run_grid_runs_the_replacements(tmp_path, monkeypatch):
         launched.append(run)
         return record
 
-    monkeypatch.setattr(runner, "_launch", fake_launch)
-    monkeypatch.setattr(runner, "prepare_features", lambda *a, **k: None)
-    monkeypatch.setattr(runner, "collect_results", lambda *a, **k: None)
+    monkeypatch.setattr(grid_module, "_launch", fake_launch)
+    monkeypatch.setattr(grid_module, "prepare_features", lambda *a, **k: None)
+    monkeypatch.setattr(grid_module, "collect_results", lambda *a, **k: None)
     out = tmp_path / "runs"
-    core = runner.grid_runs("core")
-    runner.run_grid(core, jobs=2, out_root=out, results_dir=tmp_path / "results", progress=False, grid="core")
+    core = grid_runs("core")
+    run_grid(core, jobs=2, out_root=out, results_dir=tmp_path / "results", progress=False, grid="core")
     # seed 1 -> seed 3; seed 3 unsettled too -> seed 4 (TOOD already has 3 and 4); then the cap
     assert launched[:len(core)] != [] and set(launched[:len(core)]) == set(core)
     assert launched[len(core):] == [Run("shapes", "tood_no_prob_map", 3), Run("shapes", "tood_no_prob_map", 4)]
     timing = json.loads((tmp_path / "results" / "ablations_cpu_timing.json").read_text())
     assert timing["invocations"][0]["grid"] == "core" and timing["core_runs"] == len(core) + 2
     launched.clear()
-    runner.run_grid(runner.grid_runs("core", runner.run_outcomes(out)), jobs=2, out_root=out,
-                    results_dir=tmp_path / "results", progress=False, grid="core")
+    run_grid(grid_runs("core", run_outcomes(out)), jobs=2, out_root=out, results_dir=tmp_path / "results",
+             progress=False, grid="core")
     assert launched == []  # resumed: nothing left
 
 
 def test_tables_without_names_tabulates_every_finished_run(tmp_path):
     """`ablations tables` with no experiment names: the rows of every finished run of the full grid,
     core and the rest of Tables 1-4 alike (it once took the core grid only and dropped the rest)."""
-    from tood_lib.ablations import runner
-    from tood_lib.ablations.runner import STAT_KEYS
+    from tood_lib.ablations.run_one import STAT_KEYS
+    from tood_lib.ablations.runs import grid_runs
     from tood_lib.cli import main
 
-    core = runner.grid_runs("core")
-    rest = [r for r in runner.grid_runs("full") if r not in set(core)]
+    core = grid_runs("core")
+    rest = [r for r in grid_runs("full") if r not in set(core)]
     finished = [core[0], rest[0]]
     for i, run in enumerate(finished):
         folder = run_dir(run, tmp_path / "runs")

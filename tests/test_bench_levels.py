@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from tood_lib.ablations.bench import BENCHES, audit_row, bench_data_root, target_failures
-from tood_lib.ablations.runner import REPO_ROOT
+from tood_lib.ablations.grid import REPO_ROOT
 
 TABLE = REPO_ROOT / "results" / "levels_bench.csv"
 

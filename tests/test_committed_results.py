@@ -7,7 +7,8 @@ import pytest
 
 from tood_lib.ablations.claims import verdict_table
 from tood_lib.ablations.grid import CPU_EPOCHS
-from tood_lib.ablations.runner import PLATEAU_TOLERANCE, RESULTS_DIR, Run, grid_runs, plateau, result_outcomes
+from tood_lib.ablations.run_one import PLATEAU_TOLERANCE, plateau
+from tood_lib.ablations.runs import RESULTS_DIR, Run, grid_runs, result_outcomes
 
 RUNS = RESULTS_DIR / "ablation_runs_cpu.csv"
 pytestmark = pytest.mark.skipif(not RUNS.is_file() or RUNS.stat().st_size < 2,

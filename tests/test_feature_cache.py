@@ -101,7 +101,8 @@ def test_training_on_cached_features_equals_training_on_the_images(tmp_path):
                           feature_cache=cache, deterministic=True, eval_epochs=[1])
         result = trainer.fit()
         runs[name] = (trainer.model.state_dict(), result.box_ap, trainer.state.global_step)
-    assert sorted(p.name for p in (tmp_path / "features").iterdir()) == ["train.pt", "val.pt"]
+    assert sorted(p.name for p in (tmp_path / "features").iterdir()) == ["train.pt", "train.pt.sha256", "val.pt",
+                                                                        "val.pt.sha256"]
     (live, live_ap, steps), (cached, cached_ap, _) = runs["live"], runs["cached"]
     assert steps == 4 and live_ap == cached_ap
     assert all(torch.equal(live[k], cached[k]) for k in live)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from tood_lib.config import PRESETS, build_model, get_preset
+from tood_lib.engine.atomic import DiskFull
 from tood_lib.engine.trainer import TrainingDiverged
 from tood_lib.model.backbone import PretrainedWeightsUnavailable
 
@@ -116,50 +117,58 @@ def _train(args) -> None:
         print(f"box AP: {result.box_ap:.3f}")
 
 
-def _ablations(args) -> None:
-    from tood_lib.ablations import grid, runner
+def _ablations(args) -> int:
+    from tood_lib.ablations import checks, grid, run_one, runs
+    from tood_lib.ablations.collect import collect_results
+    from tood_lib.ablations.grid_lock import GridBusy
+    from tood_lib.ablations.run_grid import RunsFailed, run_grid
 
-    out_root = args.out_root or runner.bench_runs_dir(args.bench)
-    results = args.results or runner.RESULTS_DIR
+    out_root = args.out_root or runs.bench_runs_dir(args.bench)
+    results = args.results or runs.RESULTS_DIR
     if args.experiments and args.action in ("run", "tables"):
         datasets = args.datasets or ["shapes"]
-        runs = [runner.Run(d, e, s) for d in datasets for e in args.experiments
-                for s in (args.seeds if args.seeds is not None else runner.seeds_of(e))]
+        selected = [runs.Run(d, e, s) for d in datasets for e in args.experiments
+                    for s in (args.seeds if args.seeds is not None else runs.seeds_of(e))]
     else:
-        runs = runner.grid_runs(args.grid, runner.run_outcomes(out_root))  # with the replacement runs known so far
+        selected = runs.grid_runs(args.grid, runs.run_outcomes(out_root))  # with the replacement runs known so far
         if args.datasets:
-            runs = [r for r in runs if r.dataset in args.datasets]
-    if args.action == "run":
-        # (tables.py is imported only when the runs are collected, so a long grid tabulates with current code)
-        runner.run_grid(runs, jobs=args.jobs, out_root=out_root, results_dir=results, overrides=args.set,
-                        analysis_images=args.analysis_images, commit=args.commit,
-                        grid=None if args.experiments else args.grid, bench=args.bench)
-        print(f"[ablations] results, tables and verdicts in {results}")
-    elif args.action == "run-one":
-        if len(args.experiments) != 1:
-            raise ValueError("run-one takes exactly one experiment name")
-        run = runner.Run(args.dataset, args.experiments[0], args.seed)
-        record = runner.run_experiment(run, out_root, overrides=args.set, analysis_images=args.analysis_images,
-                                       finetune=args.finetune, bench=args.bench)
-        print(f"box AP: {record['AP']:.3f}")
-    elif args.action == "finetune-check":
-        # the frozen protocol's pairs again with the backbone fine-tuned (official freezing), shapes data set
-        tuned = Path(args.results or runner.RESULTS_DIR) / "finetune"
-        names = sorted({e for pair in runner.FINETUNE_PAIRS for e in pair})
-        check = [runner.Run("shapes", e, s) for e in names for s in runner.FINETUNE_SEEDS]
-        runner.run_grid(check, jobs=args.jobs, out_root=args.out_root or runner.FINETUNE_RUNS_DIR, results_dir=tuned,
-                        with_complexity=False, commit=args.commit, finetune=True)
-        print(runner.finetune_check(results, tuned).to_string(index=False))
-    elif args.action == "tables":
-        # an explicit list of experiments tabulates those; otherwise every finished run of the full grid
-        runner.collect_results(runs if args.experiments else None, out_root, results)
-        print(f"[ablations] tables written to {results}")
-    elif args.action == "write-configs":
-        for path in grid.write_coco_configs():
-            print(path)
-    else:
-        for row in grid.experiment_table():
-            print(f"{row['experiment']:28s} {row['description']:55s} {row['tables']}")
+            selected = [r for r in selected if r.dataset in args.datasets]
+    try:
+        if args.action == "run":
+            # (tables.py is imported only when the runs are collected, so a long grid tabulates with current code)
+            run_grid(selected, jobs=args.jobs, out_root=out_root, results_dir=results, overrides=args.set,
+                     analysis_images=args.analysis_images, commit=args.commit,
+                     grid=None if args.experiments else args.grid, bench=args.bench)
+            print(f"[ablations] results, tables and verdicts in {results}")
+        elif args.action == "run-one":
+            if len(args.experiments) != 1:
+                raise ValueError("run-one takes exactly one experiment name")
+            run = runs.Run(args.dataset, args.experiments[0], args.seed)
+            record = run_one.run_experiment(run, out_root, overrides=args.set, analysis_images=args.analysis_images,
+                                            finetune=args.finetune, bench=args.bench)
+            print(f"box AP: {record['AP']:.3f}")
+        elif args.action == "finetune-check":
+            # the frozen protocol's pairs again with the backbone fine-tuned (official freezing), shapes data set
+            tuned = Path(args.results or runs.RESULTS_DIR) / "finetune"
+            names = sorted({e for pair in checks.FINETUNE_PAIRS for e in pair})
+            check = [runs.Run("shapes", e, s) for e in names for s in checks.FINETUNE_SEEDS]
+            run_grid(check, jobs=args.jobs, out_root=args.out_root or checks.FINETUNE_RUNS_DIR, results_dir=tuned,
+                     with_complexity=False, commit=args.commit, finetune=True)
+            print(checks.finetune_check(results, tuned).to_string(index=False))
+        elif args.action == "tables":
+            # an explicit list of experiments tabulates those; otherwise every finished run of the full grid
+            collect_results(selected if args.experiments else None, out_root, results)
+            print(f"[ablations] tables written to {results}")
+        elif args.action == "write-configs":
+            for path in grid.write_coco_configs():
+                print(path)
+        else:
+            for row in grid.experiment_table():
+                print(f"{row['experiment']:28s} {row['description']:55s} {row['tables']}")
+    except (GridBusy, RunsFailed) as err:  # another command on the folder; runs that failed (each named)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _check_data(args) -> int:
@@ -205,7 +214,7 @@ def _levels(args) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False, float_format="%.4g")
         print(format_level_table(table.to_dict("records")))
-        print(f"[levels] meets the bench's target (P3-P5 >= 10 %, P6 > 0, P3 <= 60 %): "
+        print("[levels] meets the bench's target (P3-P5 >= 10 %, P6 > 0, P3 <= 60 %): "
               + ", ".join(f"{r['data']}: {'yes' if r['meets_target'] else 'no'}" for r in table.to_dict("records")
                           if r["role"] in ("bench", "first bench")))
         print(f"[levels] written to {out}")
@@ -426,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "train":
             _train(args)
         elif args.command == "ablations":
-            _ablations(args)
+            return _ablations(args)
         elif args.command == "pretrain-backbone":
             from tood_lib.engine.pretrain import SHIPPED, make_shapes_backbone
 
@@ -441,8 +450,8 @@ def main(argv: list[str] | None = None) -> int:
             _eval(args)
         elif args.command == "predict":
             return _predict(args)
-    except (ValueError, FileNotFoundError, PretrainedWeightsUnavailable, TrainingDiverged) as err:
-        # bad input, missing data or weights, a diverged run: say what happened, no traceback
+    except (ValueError, FileNotFoundError, PretrainedWeightsUnavailable, TrainingDiverged, DiskFull) as err:
+        # bad input, missing data or weights, a diverged run, a full disk: say what happened, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -49,7 +49,7 @@ def grid_status(results_dir=None) -> pd.DataFrame:
     import json
     from pathlib import Path
 
-    from tood_lib.ablations.runner import RESULTS_DIR, grid_runs, result_outcomes
+    from tood_lib.ablations.runs import RESULTS_DIR, grid_runs, result_outcomes
 
     results_dir = Path(results_dir or RESULTS_DIR)
     def keys(name):

@@ -13,7 +13,9 @@ from pathlib import Path
 import pandas as pd
 
 from tood_lib.ablations.grid import KEY_COLUMNS, PAPER_ROWS, coco_command, experiment_config
+from tood_lib.ablations.runs import RESULTS_DIR
 from tood_lib.analysis.paper_tables import paper_table
+from tood_lib.engine.atomic import atomic_write_csv
 
 TABLES = (1, 2, 3, 4, 6)
 AP_COLUMNS = ("AP", "AP50", "AP75")
@@ -99,7 +101,7 @@ def write_tables(results_dir: str | Path, with_complexity: bool = True) -> dict[
                           how="left")
     complexity_path = results_dir / "table1_complexity.csv"
     if with_complexity and not complexity_path.is_file():
-        complexity_table().to_csv(complexity_path, index=False, float_format="%.4f")
+        atomic_write_csv(complexity_table(), complexity_path, "%.4f")
     complexity = pd.read_csv(complexity_path) if complexity_path.is_file() else None
     coco_path = results_dir / "ablation_runs_coco.csv"
     coco = pd.read_csv(coco_path) if coco_path.is_file() else None
@@ -116,19 +118,17 @@ def write_tables(results_dir: str | Path, with_complexity: bool = True) -> dict[
             blocks.append(block)
         path = results_dir / f"table{table}_cpu.csv"
         if blocks:
-            pd.concat(blocks, ignore_index=True).to_csv(path, index=False, float_format="%.3f")
+            atomic_write_csv(pd.concat(blocks, ignore_index=True), path, "%.3f")
             written[table] = path
         else:
             path.unlink(missing_ok=True)
     verdicts = pd.concat([verdict_table(runs[runs["dataset"] == d], d) for d in datasets], ignore_index=True)
-    verdicts.to_csv(results_dir / "verdicts_cpu.csv", index=False, float_format="%.4f")
+    atomic_write_csv(verdicts, results_dir / "verdicts_cpu.csv", "%.4f")
     return written
 
 
 def read_verdicts(results_dir: str | Path | None = None) -> pd.DataFrame:
     """The committed verdict of every declared claim on each data set (for the notebooks)."""
-    from tood_lib.ablations.runner import RESULTS_DIR
-
     path = Path(results_dir or RESULTS_DIR) / "verdicts_cpu.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; regenerate the ablations with: bash scripts/ablations.sh")
@@ -137,8 +137,6 @@ def read_verdicts(results_dir: str | Path | None = None) -> pd.DataFrame:
 
 def read_table(table: int, results_dir: str | Path | None = None, dataset: str | None = None) -> pd.DataFrame:
     """A committed comparison table (for the notebooks); ``dataset`` keeps that data set's rows."""
-    from tood_lib.ablations.runner import RESULTS_DIR
-
     path = Path(results_dir or RESULTS_DIR) / f"table{table}_cpu.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; regenerate the ablations with: bash scripts/ablations.sh")

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 
@@ -23,7 +22,7 @@ def load_snapshots(dataset: str = "shapes", path: str | Path | None = None):
     the val data set) of one built-in data set ("shapes" or "misaligned"). The images are re-read
     from the built-in data with the CPU-scale transform."""
     from tood_lib.ablations.grid import experiment_config
-    from tood_lib.ablations.runner import RESULTS_DIR
+    from tood_lib.ablations.runs import RESULTS_DIR
     from tood_lib.ablations.bench import bench_data_root
     from tood_lib.data.coco import CocoDetection
 

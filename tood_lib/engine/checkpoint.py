@@ -4,34 +4,39 @@ A checkpoint is a ``torch.save``d dict with ``model`` (the state_dict), ``config
 Config as a dict, so a file says which network it holds), ``categories`` (the training data's
 COCO categories in label order, or None) and anything else the caller adds
 (optimiser, scheduler, epoch, ...). It is first written to a temporary file in the same folder
-and then renamed over the target, so a crash mid-write never leaves a truncated checkpoint.
+and then renamed over the target (``engine/atomic.py``), so a crash mid-write never leaves a
+truncated checkpoint, and a full disk leaves the previous one intact and says what to delete.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from tood_lib.config import Config
+from tood_lib.engine import atomic
+from tood_lib.engine.atomic import megabytes
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """torch.save to ``path`` via a temporary file + fsync + rename (atomic on POSIX and Windows)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save to ``path`` via a temporary file + fsync + rename (atomic on POSIX and Windows).
+    A full disk raises ``atomic.DiskFull`` naming the older checkpoints beside it that would free space."""
+    atomic.atomic_torch_save(obj, path, advice=_checkpoints_to_free)
+
+
+def _checkpoints_to_free(path: Path) -> str:
+    """What to delete when ``path`` does not fit: the other ``*.pth`` files beside it that hold bytes of
+    their own. An ``epoch_N.pth`` that is a hard link of ``path`` (the trainer's end-of-epoch copy,
+    Trainer.keep_epoch_copy) shares its bytes: deleting it frees nothing, so it is not offered."""
+    own = [(p, p.stat().st_size) for p in sorted(path.parent.glob("*.pth")) if p != path and p.stat().st_nlink == 1]
+    if not own:
+        return ("Nothing beside it frees space (an epoch_N.pth that is a hard link of the current checkpoint "
+                "shares its bytes): delete other runs' epoch_N.pth or other large files on that disk.")
+    names = ", ".join(f"{p.name} ({megabytes(n)})" for p, n in own)
+    return (f"Deleting older checkpoints in {path.parent} frees {megabytes(sum(n for _, n in own))}: {names} "
+            "(an epoch_N.pth holds that epoch's weights only, e.g. for a time-lapse; training resumes from last.pth).")
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, cfg: Config | None = None, **extra) -> None:

@@ -10,7 +10,6 @@ import contextlib
 import copy
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import pandas as pd
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor
+
+from tood_lib.engine.atomic import atomic_write_text
 
 # COCOeval.stats, in its order: AP over IoU 0.50:0.95, at 0.50, at 0.75, for small/medium/large
 # objects (all at 100 detections per image), then AR at 1/10/100 detections and per size.
@@ -75,12 +76,7 @@ def detections_to_coco_results(detections: list[dict[str, Tensor]], image_ids: l
 
 def save_results_json(results: list[dict], path: str | Path) -> Path:
     """Write COCO results (the format of the COCO test server) as JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(results))
 
 
 def _load_results(coco_gt: COCO, results: list[dict]) -> COCO:

@@ -13,17 +13,24 @@ in the data set, then flip (0: as read, 1: mirrored). It records a fingerprint o
 weights, the image scale, the normalisation and the image ids; :func:`check_cache` refuses a cache
 made for anything else. It is loaded memory-mapped, so several runs reading it share one copy.
 
+It is written atomically (``engine/atomic.py``), and its size and SHA-256 go into a file beside it
+(``train.pt.sha256``), written after it: a cache that is truncated, corrupted, or has no such record
+(a build killed between the two) is found by :func:`cache_problem` and rebuilt with a printed line
+naming it, never read.
+
 Evaluation keeps the live backbone (each val image is seen once per evaluation).
 """
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from tood_lib.engine.atomic import atomic_torch_save, atomic_write_text
 
 CACHE_VERSION = 1
 
@@ -66,7 +73,8 @@ def build_feature_cache(backbone: nn.Module, dataset, path: str | Path, batch_si
                         progress: bool = True) -> Path:
     """Run ``backbone`` (in eval mode) on every image of ``dataset`` and its mirror; write the cache to ``path``.
 
-    Written to a temporary file and renamed, so an interrupted build leaves nothing behind."""
+    Written atomically, then its size and checksum beside it (:func:`checksum_path`), so an
+    interrupted build never leaves a cache that would be read."""
     from tood_lib.batch import make_batch
 
     require_frozen(backbone, dataset.data_cfg)
@@ -97,10 +105,46 @@ def build_feature_cache(backbone: nn.Module, dataset, path: str | Path, batch_si
     finally:
         dataset.train, dataset.features = saved_train, saved_features
         backbone.train(was_training)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(dict(key=cache_key(backbone, dataset), levels=levels), tmp)
-    tmp.replace(path)
+    checksum_path(path).unlink(missing_ok=True)  # from here until the new record is written, the cache is not trusted
+    atomic_torch_save(dict(key=cache_key(backbone, dataset), levels=levels), path)
+    atomic_write_text(checksum_path(path), json.dumps(dict(bytes=path.stat().st_size, sha256=_sha256(path))) + "\n")
     return path
+
+
+def checksum_path(path: str | Path) -> Path:
+    """The file that records a cache's size and SHA-256 (``train.pt`` -> ``train.pt.sha256``)."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_problem(path: str | Path) -> str | None:
+    """Why the cache file at ``path`` cannot be trusted (missing, no checksum recorded, truncated,
+    corrupted), or None when its size and SHA-256 are those recorded when it was built."""
+    path, record = Path(path), checksum_path(path)
+    if not path.is_file():
+        return "missing"
+    if not record.is_file():
+        return f"no checksum recorded beside it ({record.name}: the build did not finish, or an older version made it)"
+    try:
+        expected = json.loads(record.read_text())
+        size, digest = int(expected["bytes"]), str(expected["sha256"])
+    except (ValueError, KeyError, TypeError):
+        return f"its checksum record {record.name} is unreadable"
+    actual = path.stat().st_size
+    if actual != size:
+        return f"{actual} bytes where {size} were written (truncated)" if actual < size else \
+            f"{actual} bytes where {size} were written"
+    if _sha256(path) != digest:
+        return "its SHA-256 differs from the one recorded when it was built (corrupted)"
+    return None
 
 
 class FeatureCache:
@@ -110,8 +154,12 @@ class FeatureCache:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no feature cache at {self.path}; build it with build_feature_cache")
-        body = torch.load(self.path, mmap=True, weights_only=True)
-        self.key, self.levels = body["key"], body["levels"]
+        try:
+            body = torch.load(self.path, mmap=True, weights_only=True)
+            self.key, self.levels = body["key"], body["levels"]
+        except Exception as err:  # noqa: BLE001 - any failure to read it means the file is damaged
+            raise ValueError(f"{self.path} is not a readable feature cache ({type(err).__name__}: {err}); "
+                             "delete it to rebuild") from None
 
     def __len__(self) -> int:
         return len(self.levels[0])
@@ -130,9 +178,13 @@ def check_cache(cache: FeatureCache, backbone: nn.Module, dataset) -> None:
 
 
 def cached_training_features(backbone: nn.Module, dataset, path: str | Path, progress: bool = True) -> FeatureCache:
-    """The cache at ``path`` for (backbone, dataset), built first if missing; attached to ``dataset``."""
+    """The cache at ``path`` for (backbone, dataset), built first if missing, rebuilt (with a printed
+    line naming it) if it is not the file that was written (:func:`cache_problem`); attached to ``dataset``."""
     path = Path(path)
-    if not path.is_file():
+    problem = cache_problem(path)
+    if problem is not None and problem != "missing":
+        print(f"[features] {path}: {problem}; rebuilding it", flush=True)
+    if problem is not None:
         build_feature_cache(backbone, dataset, path, progress=progress)
     cache = FeatureCache(path)
     check_cache(cache, backbone, dataset)

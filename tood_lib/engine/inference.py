@@ -6,6 +6,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from tood_lib.engine.atomic import atomic_write_text
+
 
 def check_categories(model, dataset) -> None:
     """Refuse (ValueError) to score a model on a data set with other categories than it was trained on.
@@ -85,6 +87,6 @@ def evaluate_dataset(model, dataset, out_dir=None, device=None, amp_dtype=None, 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         save_results_json(results, out_dir / f"detections_{dataset.split}.json")
-        result.stats.to_csv(out_dir / f"coco_stats_{dataset.split}.csv")
-        result.per_class.to_csv(out_dir / f"per_class_ap_{dataset.split}.csv", index=False)
+        atomic_write_text(out_dir / f"coco_stats_{dataset.split}.csv", result.stats.to_csv())
+        atomic_write_text(out_dir / f"per_class_ap_{dataset.split}.csv", result.per_class.to_csv(index=False))
     return result

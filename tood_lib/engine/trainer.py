@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from tood_lib.config import Config, build_model
+from tood_lib.engine.atomic import atomic_write_text
 from tood_lib.engine.checkpoint import save_checkpoint
 from tood_lib.engine.distributed import all_reduce_flag, barrier, init_distributed
 from tood_lib.engine.schedule import scaled_schedule
@@ -66,6 +67,17 @@ def _amp_dtype(amp: str, device: torch.device):
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def _drop_cut_line(log: Path) -> None:
+    """Cut an append-only log back to its last whole line. A process killed while it appended a record
+    leaves half a line at the end; the next record appended would be glued to it, and both be lost."""
+    if not log.is_file():
+        return
+    with open(log, "r+b") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def _memory_mb(device: torch.device) -> float:
@@ -283,10 +295,13 @@ class Trainer:
     def fit(self):
         """Train to the end of the schedule (or ``max_steps``), evaluate, return the last EvalResult (or None)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        log = self.out_dir / ("metrics.jsonl" if self.is_main else f"metrics.rank{self.rank}.jsonl")
         if self.state.global_step == 0:  # a fresh run: no stale records from an earlier run in this folder
-            (self.out_dir / ("metrics.jsonl" if self.is_main else f"metrics.rank{self.rank}.jsonl")).unlink(missing_ok=True)
+            log.unlink(missing_ok=True)
+        else:
+            _drop_cut_line(log)
         if self.is_main:
-            (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            atomic_write_text(self.out_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
         self._callback("on_train_start")
         epochs = self.cfg.train.epochs
         stopped = False
