@@ -50,3 +50,17 @@ def test_object_alignment_measures_every_object(marked):
     assert len(objects) == sum(len(dataset[i]["boxes"]) for i in range(len(dataset)))
     assert (objects["gap_norm"] >= 0).all() and objects["nearer_mark"].isin([True, False]).all()
     assert ((objects["cls_to_mark"] < objects["cls_to_centre"]) == objects["nearer_mark"]).all()
+
+
+def test_every_recorded_attempt_carries_the_verdict_the_rule_gives_its_numbers():
+    """results/misalignment_check_attempts.json keeps every design tried, failed ones included: each
+    verdict must be the declared rule applied to the numbers beside it, and at the bench recipe."""
+    import json
+
+    from tood_lib.ablations.runs import RESULTS_DIR
+
+    attempts = json.loads((RESULTS_DIR / "misalignment_check_attempts.json").read_text())["attempts"]
+    assert len(attempts) >= 3
+    for attempt in attempts:
+        assert judge(attempt["shapes"], attempt["misaligned"]) == attempt["verdict"], attempt["design"]
+        assert attempt["shapes"]["epochs"] == attempt["misaligned"]["epochs"]  # equal training

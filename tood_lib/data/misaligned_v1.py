@@ -27,18 +27,34 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tood_lib.data.misaligned import MARKS, _draw_body, _overlaps, mark_box
+from tood_lib.data.misaligned import MARKS, _draw_body, _overlaps
 from tood_lib.data.synthetic import _contrasting_colour, draw_shape
 
-BODY_KINDS = ("ellipse", "rounded_rectangle")  # the same kinds as version 3
+BODY_KINDS = ("ellipse", "rounded_rectangle")
 MARK_FRACTION = (0.26, 0.34)  # mark side / body short side
+# How far towards a corner the mark's centre goes (0: centre, 1: as far as it fits). Version 1's own
+# value, kept here: the redesigns changed theirs, and a frozen generator must not follow them
+# (tests/test_misaligned_data.py pins version 1's pixels).
+CORNER_REACH = (0.55, 0.95)
 
 
 def mark_box_v1(body, rng: np.random.Generator):
-    """The mark's box inside ``body``: its side drawn as 0.26-0.34 of the body's short side, then placed
-    as version 3 places it (``misaligned.mark_box``, which draws from ``rng`` in the same order)."""
+    """The mark's box inside ``body`` (x1, y1, x2, y2): its side 0.26-0.34 of the body's short side,
+    near a random corner, fully inside the body (for an ellipse too)."""
     side = rng.uniform(*MARK_FRACTION) * min(body[2] - body[0], body[3] - body[1])
-    return mark_box(body, rng, side)
+    x1, y1, x2, y2 = body
+    w, h = x2 - x1, y2 - y1
+    reach = rng.uniform(*CORNER_REACH)
+    sx, sy = rng.choice([-1.0, 1.0], size=2)
+    # the farthest the mark's centre may go from the body centre along each axis: for the ellipse,
+    # the point at 45° on an ellipse shrunk by the mark's half-diagonal (a safe, simple bound)
+    half_w, half_h = (w - side) / 2, (h - side) / 2
+    if half_w <= 0 or half_h <= 0:
+        return None
+    limit_x, limit_y = half_w * 0.70, half_h * 0.70  # 0.70 ≈ cos 45°: inside the ellipse and the rounded corner
+    cx = (x1 + x2) / 2 + sx * reach * limit_x
+    cy = (y1 + y2) / 2 + sy * reach * limit_y
+    return (float(cx - side / 2), float(cy - side / 2), float(cx + side / 2), float(cy + side / 2))
 
 
 def draw_misaligned_scene_v1(seed: int, size: tuple[int, int] = (320, 320), max_objects: int = 4,
