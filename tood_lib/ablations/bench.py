@@ -86,7 +86,7 @@ def target_failures(summary: dict) -> list[str]:
 def _portable(root) -> str:
     """A data root as the committed table names it: relative to the repository (or to its parent, for
     ``../shared``), never a path of one machine."""
-    from tood_lib.ablations.grid import REPO_ROOT
+    from tood_lib.data.coco import REPO_ROOT  # (not grid's: grid imports this module)
 
     root = Path(root).resolve()
     for base, prefix in ((REPO_ROOT, Path()), (REPO_ROOT.parent, Path(".."))):
