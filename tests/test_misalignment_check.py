@@ -64,3 +64,20 @@ def test_every_recorded_attempt_carries_the_verdict_the_rule_gives_its_numbers()
     for attempt in attempts:
         assert judge(attempt["shapes"], attempt["misaligned"]) == attempt["verdict"], attempt["design"]
         assert attempt["shapes"]["epochs"] == attempt["misaligned"]["epochs"]  # equal training
+
+
+def test_the_committed_check_passes_at_the_declared_recipe():
+    """results/misalignment_check.json: the declared rule, recomputed from its numbers, passes, on the
+    seed-0 parallel + ATSS models of both data sets trained alike (the bench's recipe)."""
+    import json
+
+    from tood_lib.ablations.runs import RESULTS_DIR
+    from tood_lib.analysis.misalignment_check import MODEL, RULE
+
+    record = json.loads((RESULTS_DIR / "misalignment_check.json").read_text())
+    assert record["rule"] == RULE and (record["model"]["experiment"], record["model"]["seed"]) == MODEL
+    assert record["bench"] == "multi_level"
+    verdict = judge(record["shapes"], record["misaligned"])
+    assert verdict == record["verdict"] and verdict["passed"]
+    for key in ("epochs", "lr_steps", "img_scale", "anchor_scale"):
+        assert record["shapes"][key] == record["misaligned"][key]
