@@ -29,6 +29,10 @@ Candidates measured before choosing (``CANDIDATES``: the same proportions at fou
 shares barely move, the step cost does; ``benchmarks/bench_ablation_protocol.py --candidates``):
 128 px is the cheapest that meets the target, so it is the bench.
 
+Each bench has its own schedule (:data:`SCHEDULES`): the multi-level bench's objects take longer to
+learn (a constant-LR probe, ``results/bench_schedule_probe.json``, had parallel + ATSS settling near
+epoch 20), so it trains 32 epochs, not the first bench's 12.
+
 Two benches are defined (:data:`BENCHES`): "single_level", the first one, which produced the
 committed grid, and "multi_level", this one. :data:`ACTIVE_BENCH` is the grid's: it stays
 "single_level" until the grid has been rerun on "multi_level" (results/README.md says where
@@ -36,6 +40,7 @@ that stands), so that nothing computed for the committed results changes under t
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -47,6 +52,31 @@ BENCHES = {"single_level": (128, 8.0, "single_level"), "multi_level": (BENCH_CAN
 ACTIVE_BENCH = "single_level"  # the grid's bench until its rerun on "multi_level"
 # canvas -> anchor scale: the same proportions (anchor side / image = 2 x 8 / 128) at other canvases
 CANDIDATES = {128: 2.0, 160: 2.5, 192: 3.0, 256: 4.0}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A bench's training schedule, when its runs are evaluated, and when a run counts as settled.
+
+    The plateau rule at the end: the final AP within 1 AP point of the AP at ``settled_from``. Before
+    the first LR drop (``pre_drop_from`` not None): the AP at ``lr_steps[0]`` within 1 AP point of
+    the AP at ``pre_drop_from``, so that the drop is not what makes the end look settled."""
+    epochs: int
+    lr_steps: tuple[int, ...]
+    eval_epochs: tuple[int, ...]
+    settled_from: int
+    pre_drop_from: int | None = None
+
+
+# The first bench's recipe (grid.CPU_RECIPE: LR x0.1 after 7 and 9 of 12, the rule from epoch 9, 75 %).
+# The multi-level bench's, declared in results/README.md before the design check or any grid run used
+# it: its constant-LR probe (results/bench_schedule_probe.json) has parallel + ATSS settling near epoch
+# 20 and TOOD near 24, where the 12-epoch recipe stopped both on the rise; so 24 epochs at constant LR,
+# then x0.1 after 24 and 28, judged from 18 before the drop and from 28 at the end.
+SCHEDULES = {
+    "single_level": Schedule(12, (7, 9), (3, 6, 9, 10, 11, 12), settled_from=9),
+    "multi_level": Schedule(32, (24, 28), (4, 8, 12, 16, 18, 20, 24, 26, 28, 30, 32), settled_from=28, pre_drop_from=18),
+}
 LEVEL_TARGET = dict(min_share={"P3": 10.0, "P4": 10.0, "P5": 10.0}, positive=("P6",), max_share={"P3": 60.0})
 COCO_SCALE = (1333, 800)
 
@@ -56,6 +86,18 @@ def _bench(bench: str | None) -> tuple[int, float, str]:
     if bench not in BENCHES:
         raise ValueError(f"bench: expected one of {tuple(BENCHES)}, got {bench!r}")
     return BENCHES[bench]
+
+
+def bench_schedule(bench: str | None = None) -> Schedule:
+    """The training schedule of ``bench`` (default: the active bench)."""
+    _bench(bench)
+    return SCHEDULES[ACTIVE_BENCH if bench is None else bench]
+
+
+def schedule_overrides(bench: str | None = None) -> list[str]:
+    """The config overrides of a bench's schedule (epochs and LR steps)."""
+    schedule = bench_schedule(bench)
+    return [f"train.epochs={schedule.epochs}", "train.lr_steps=" + ",".join(map(str, schedule.lr_steps))]
 
 
 def bench_overrides(bench: str | None = None) -> list[str]:

@@ -22,7 +22,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tood_lib.ablations.bench import bench_overrides
+from tood_lib.ablations.bench import SCHEDULES, bench_overrides, schedule_overrides
 from tood_lib.config import Config, apply_overrides, get_preset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -159,8 +159,10 @@ CPU_RANGE_SCALE = 0.25
 #   still rose 1.5 points after epoch 9 (0.363 -> 0.378); after 7 and 10, ATSS's rose 1.1.
 # - Evaluated after epochs 3, 6, 9, 10, 11 and 12 (the AP curve; an evaluation costs about 2 s).
 # - One epoch of ATSS warm-up, as the small preset (the paper: 4 of 12).
-CPU_EPOCHS, CPU_LR_STEPS = 12, (7, 9)
-CPU_EVAL_EPOCHS = (3, 6, 9, 10, 11, 12)
+# (the first bench's schedule; the multi-level bench's is bench.SCHEDULES["multi_level"], put on top of
+# the recipe by experiment_config)
+CPU_EPOCHS, CPU_LR_STEPS = SCHEDULES["single_level"].epochs, SCHEDULES["single_level"].lr_steps
+CPU_EVAL_EPOCHS = SCHEDULES["single_level"].eval_epochs
 CPU_DATASETS = {"shapes": 10, "misaligned": 4}  # built-in scene kind -> number of classes
 CPU_RECIPE = [
     "data.train_images=1000",
@@ -190,7 +192,7 @@ def experiment_config(experiment: Experiment | str, scale: str = "cpu", dataset:
     cfg = get_preset("tood_small")
     cfg.name = f"ablation_{exp.name}_cpu_{dataset}"
     base = apply_overrides(cfg, [])
-    cfg = apply_overrides(cfg, bench_overrides(bench) + CPU_RECIPE + [
+    cfg = apply_overrides(cfg, bench_overrides(bench) + CPU_RECIPE + schedule_overrides(bench) + [
         f"model.num_classes={CPU_DATASETS[dataset]}",
         f"tal.fcos_regress_ranges={_scaled(base.tal.fcos_regress_ranges, CPU_RANGE_SCALE)}"])
     return apply_overrides(cfg, exp.overrides())

@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from tood_lib.ablations.grid import CPU_EVAL_EPOCHS, EXPERIMENTS, experiment_config
+from tood_lib.ablations.bench import bench_schedule
+from tood_lib.ablations.grid import EXPERIMENTS, experiment_config
 from tood_lib.ablations.runs import RUNS_DIR, TABLE6, Run, data_root, feature_dir, run_dir
 from tood_lib.engine.atomic import atomic_torch_save, atomic_write_text, remove_stale_temps
 
@@ -34,16 +35,26 @@ STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 FINETUNE_OVERRIDES = ["model.frozen_stages=1"]
 
 
-def plateau(curve: list[tuple[int, float]], epochs: int) -> dict:
-    """The plateau rule on an AP curve [(epoch, AP)]: the AP at 75 % of the schedule (the first
-    evaluated epoch at or after it) against the final AP."""
+def plateau(curve: list[tuple[int, float]], epochs: int, settled_from: int | None = None) -> dict:
+    """The plateau rule on an AP curve [(epoch, AP)]: the AP at ``settled_from`` (default: 75 % of the
+    schedule; the first evaluated epoch at or after it) against the final AP."""
     aps = dict(curve)
-    target = math.ceil(PLATEAU_FRACTION * epochs)
+    target = math.ceil(PLATEAU_FRACTION * epochs) if settled_from is None else settled_from
     epoch_75 = min((e for e in aps if e >= target), default=None)
     if epoch_75 is None or epochs not in aps:
         return dict(epoch_75=epoch_75, AP_75=float("nan"), AP_final=aps.get(epochs, float("nan")), ok=False)
     return dict(epoch_75=epoch_75, AP_75=aps[epoch_75], AP_final=aps[epochs],
                 ok=bool(abs(aps[epochs] - aps[epoch_75]) <= PLATEAU_TOLERANCE + 1e-9))
+
+
+def plateau_before_drop(curve: list[tuple[int, float]], first_drop: int, judged_from: int) -> dict:
+    """The plateau rule before the first LR drop: the AP at ``first_drop`` (the last epoch at the
+    constant LR) against the AP at ``judged_from``; not ok when either was not evaluated."""
+    aps = dict(curve)
+    if first_drop not in aps or judged_from not in aps:
+        return dict(epoch_from=judged_from, epoch_drop=first_drop, ok=False)
+    return dict(epoch_from=judged_from, AP_from=aps[judged_from], epoch_drop=first_drop, AP_drop=aps[first_drop],
+                ok=bool(abs(aps[first_drop] - aps[judged_from]) <= PLATEAU_TOLERANCE + 1e-9))
 
 
 def timelapse_point(model, dataset, images: int) -> dict:
@@ -146,8 +157,9 @@ def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = T
     analysed = run.experiment in TABLE6 and not finetune
     timelapse = analysed and run.seed == 0
     start = time.perf_counter()
-    eval_epochs = [e for e in CPU_EVAL_EPOCHS if e <= cfg.train.epochs] if cfg.train.epochs >= max(CPU_EVAL_EPOCHS) \
-        else range(1, cfg.train.epochs + 1)  # (shrunk test runs: every epoch)
+    schedule = bench_schedule(bench)
+    on_schedule = cfg.train.epochs == schedule.epochs  # (shrunk test runs: every epoch, the 75 % rule)
+    eval_epochs = schedule.eval_epochs if on_schedule else range(1, cfg.train.epochs + 1)
     if out_dir.is_dir():
         remove_stale_temps(out_dir)  # a checkpoint or result whose write was killed
     trainer = Trainer(cfg, root, out_dir, seed=run.seed, num_workers=0, amp="off", eval_epochs=eval_epochs,
@@ -163,8 +175,10 @@ def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = T
                   **{k: float(result.stats[k]) for k in STAT_KEYS}, steps=trainer.state.global_step,
                   epochs=cfg.train.epochs, params=count_parameters(trainer.model)["trainable"],
                   threads=torch.get_num_threads(), train_eval_seconds=round(time.perf_counter() - start, 1),
-                  ap_curve=curve, plateau=plateau(curve, cfg.train.epochs),
+                  ap_curve=curve, plateau=plateau(curve, cfg.train.epochs, schedule.settled_from if on_schedule else None),
                   backbone="fine-tuned (stage 1 frozen)" if finetune else "frozen (cached features)")
+    if on_schedule and schedule.pre_drop_from is not None:  # reported beside the end rule (issue 19)
+        record["plateau_before_drop"] = plateau_before_drop(curve, schedule.lr_steps[0], schedule.pre_drop_from)
     if analysed:
         t0 = time.perf_counter()
         val_set = trainer.val_set  # with the cached features of the frozen backbone
