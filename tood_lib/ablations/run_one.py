@@ -3,8 +3,10 @@ settled (the plateau rule), analyse it (Table 6), and write its ``result.json``.
 
 ``python -m tood_lib ablations run-one`` calls :func:`run_experiment` in a process of its own (the
 grid, ``run_grid.py``, starts two at a time). An interrupted run continues from its ``last.pth``.
-Every run is evaluated after every epoch: its AP curve, and the plateau rule (final AP within
-:data:`PLATEAU_TOLERANCE` of the AP at 75 % of the schedule). For the four Table 6 experiments the
+Every run is evaluated where its bench's schedule says (``bench.SCHEDULES``): its AP curve, and the
+plateau rule (final AP within :data:`PLATEAU_TOLERANCE` of the AP at the schedule's ``settled_from``:
+epoch 9 of the first bench's 12, epoch 28 of the multi-level bench's 32, where the rule before the
+first LR drop is recorded too). For the four Table 6 experiments the
 alignment statistics and the post-NMS boxes are measured on the whole val split (every seed), and
 for seed 0 the time-lapse (the same statistics after every epoch) and the dense predictions of a
 few val images.
