@@ -364,15 +364,16 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("--dataset", default="shapes", choices=("shapes", "misaligned"), help="run-one: the data set")
     ab.add_argument("--seed", type=int, default=0, help="run-one: the seed")
     ab.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2, one thread each on 2 cores)")
-    ab.add_argument("--out-root", default=None, help="run folders (default runs/ablations/cpu)")
+    ab.add_argument("--out-root", default=None, help="run folders (default: the bench's, runs/ablations/cpu_multi_level; the first bench's runs/ablations/cpu)")
     ab.add_argument("--results", default=None, help="where the collected results go (default results/)")
     ab.add_argument("--set", nargs="*", metavar="SECTION.FIELD=VALUE", help="overrides on top of the CPU recipe")
     ab.add_argument("--analysis-images", type=int, default=100, help="val images behind each time-lapse point")
     ab.add_argument("--commit", action="store_true", help="git-commit results/ after every finished run")
     ab.add_argument("--finetune", action="store_true", help="run-one: train the backbone too (the fine-tuning check)")
     ab.add_argument("--bench", default=None, choices=("single_level", "multi_level"),
-                    help="run, run-one: the bench (ablations/bench.py; default: the grid's, single_level); another "
-                         "bench's runs go to runs/ablations/cpu_<bench> unless --out-root says otherwise")
+                    help="run, run-one: the bench (ablations/bench.py; default: the grid's, multi_level); each bench's "
+                         "runs go to its own folder (single_level: runs/ablations/cpu, else runs/ablations/cpu_<bench>) "
+                         "unless --out-root says otherwise")
     lv = sub.add_parser("levels", help="share of positives and detections per pyramid level (the level audit)")
     lv.add_argument("--data-root", default="builtin",
                     help="'builtin' (the main job's shapes), 'misaligned' (the first bench's), 'bench-shapes', "

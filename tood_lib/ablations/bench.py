@@ -34,10 +34,9 @@ learn (a constant-LR probe, ``results/bench_schedule_probe.json``, had parallel 
 epoch 20), so it trains 32 epochs, not the first bench's 12.
 
 Two benches are defined (:data:`BENCHES`): "single_level", the first one, which produced the
-committed grid, and "multi_level", this one. :data:`ACTIVE_BENCH` is the grid's: it stays
-"single_level" until the grid has been rerun on "multi_level" (results/README.md says where
-that stands), so that nothing computed for the committed results changes under them.
-"""
+first grid (kept in ``results/v1_single_level/``), and "multi_level", this one. :data:`ACTIVE_BENCH`
+is the grid's: "multi_level" since issue 19 (``results/``; results/README.md says how far its grid has
+run). Each bench keeps its runs in its own folder (``runs.bench_runs_dir``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ BENCH_CANVAS = 128  # px, square
 ANCHOR_SCALE = 2.0  # anchor side in strides (COCO: 8)
 # bench -> (canvas, anchor scale, the data sets' size law: builtin.build_builtin_dataset(sizes=...))
 BENCHES = {"single_level": (128, 8.0, "single_level"), "multi_level": (BENCH_CANVAS, ANCHOR_SCALE, "multi_level")}
-ACTIVE_BENCH = "single_level"  # the grid's bench until its rerun on "multi_level"
+ACTIVE_BENCH = "multi_level"  # the grid's bench (the first bench's grid: results/v1_single_level/)
 # canvas -> anchor scale: the same proportions (anchor side / image = 2 x 8 / 128) at other canvases
 CANDIDATES = {128: 2.0, 160: 2.5, 192: 3.0, 256: 4.0}
 

@@ -18,7 +18,7 @@ from tood_lib.engine.atomic import atomic_write_csv
 # vs ATSS; same recipe otherwise.
 FINETUNE_PAIRS = (("atss_parallel", "atss_t_head"), ("atss_parallel", "tal_parallel"), ("atss_parallel", "tood"))
 FINETUNE_SEEDS = (0, 1, 2)
-FINETUNE_RUNS_DIR = RUNS_DIR.parent / "cpu_finetune"
+FINETUNE_RUNS_DIR = RUNS_DIR.parent / f"{RUNS_DIR.name}_finetune"  # cpu_finetune for the first bench
 
 
 def _order(delta: float, se: float, seeds: int) -> str | None:

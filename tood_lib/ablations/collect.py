@@ -22,21 +22,26 @@ def collect_results(runs: list[Run] | None = None, out_root: str | Path = RUNS_D
     included, found under ``out_root``)
     into ``results_dir``: ``ablation_runs_cpu.csv`` (one row per settled run),
     ``ap_curves_cpu.csv``, ``unsettled_runs_cpu.csv``, ``timelapse_cpu.csv``, ``table6_nms_cpu.csv``,
-    ``snapshots_cpu.pt``, the paper-format tables and ``verdicts_cpu.csv``."""
+    ``snapshots_cpu.pt``, ``levels_runs_cpu.csv`` (each run's level audit: ATSS on the ground truth,
+    TAL on its predictions, its detections; one row per run and kind), the paper-format tables and ``verdicts_cpu.csv``."""
     from tood_lib.ablations.tables import write_tables
 
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(results_dir)  # what a killed collection left, before a commit could pick it up
-    rows, unsettled, curves, timelapse, nms, snapshots = [], [], [], [], [], {}
+    rows, unsettled, curves, timelapse, nms, levels, snapshots = [], [], [], [], [], [], {}
     for run in runs if runs is not None else grid_runs("full", run_outcomes(out_root)):
         path = run_dir(run, out_root) / "result.json"
         if not path.is_file():
             continue
         r = read_result(path)
         curves += [dict(dataset=run.dataset, experiment=run.experiment, seed=run.seed, epoch=e, AP=ap) for e, ap in r["ap_curve"]]
-        row = {k: v for k, v in r.items() if k not in ("timelapse", "nms", "alignment", "ap_curve", "plateau")}
+        row = {k: v for k, v in r.items()
+               if k not in ("timelapse", "nms", "alignment", "ap_curve", "plateau", "plateau_before_drop", "levels")}
         row.update({f"plateau_{k}": v for k, v in r["plateau"].items()})
+        row.update({f"pre_drop_{k}": v for k, v in r.get("plateau_before_drop", {}).items()})
+        for kind, summary in r.get("levels", {}).items():  # every finished run, settled or not
+            levels.append(dict(dataset=run.dataset, experiment=run.experiment, seed=run.seed, kind=kind, **summary))
         if not r["plateau"]["ok"]:  # never in a table: its AP measures where training stopped, not where it settled
             unsettled.append(row)
             continue
@@ -53,6 +58,8 @@ def collect_results(runs: list[Run] | None = None, out_root: str | Path = RUNS_D
     atomic_write_csv(pd.DataFrame(unsettled), results_dir / "unsettled_runs_cpu.csv", "%.4f")
     atomic_write_csv(pd.DataFrame(curves), results_dir / "ap_curves_cpu.csv", "%.4f")
     atomic_write_csv(pd.DataFrame(timelapse), results_dir / "timelapse_cpu.csv", "%.4f")
+    if levels:  # (the first bench's runs did not record it)
+        atomic_write_csv(pd.DataFrame(levels), results_dir / "levels_runs_cpu.csv", "%.4f")
     atomic_write_csv(pd.DataFrame(nms), results_dir / "table6_nms_cpu.csv", "%.4f")
     for dataset, snaps in snapshots.items():
         atomic_torch_save(snaps, results_dir / f"snapshots_{dataset}_cpu.pt")

@@ -9,7 +9,9 @@ epoch 9 of the first bench's 12, epoch 28 of the multi-level bench's 32, where t
 first LR drop is recorded too). For the four Table 6 experiments the
 alignment statistics and the post-NMS boxes are measured on the whole val split (every seed), and
 for seed 0 the time-lapse (the same statistics after every epoch) and the dense predictions of a
-few val images.
+few val images. Every run with the frozen backbone also records its level audit (``levels``:
+ATSS on the val ground truth, TAL on the trained model's predictions, and its post-NMS detections,
+``analysis.levels.run_level_shares``).
 """
 from __future__ import annotations
 
@@ -181,6 +183,12 @@ def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = T
                   backbone="fine-tuned (stage 1 frozen)" if finetune else "frozen (cached features)")
     if on_schedule and schedule.pre_drop_from is not None:  # reported beside the end rule (issue 19)
         record["plateau_before_drop"] = plateau_before_drop(curve, schedule.lr_steps[0], schedule.pre_drop_from)
+    if not finetune:  # the level audit of the run (issue 19): which levels its positives and detections use
+        from tood_lib.analysis.levels import run_level_shares
+
+        t0 = time.perf_counter()
+        record["levels"] = run_level_shares(trainer.model, trainer.val_set, cfg)
+        record["levels_seconds"] = round(time.perf_counter() - t0, 1)
     if analysed:
         t0 = time.perf_counter()
         val_set = trainer.val_set  # with the cached features of the frozen backbone

@@ -16,10 +16,25 @@ from pathlib import Path
 
 import pandas as pd
 
+from tood_lib.ablations.bench import ACTIVE_BENCH
 from tood_lib.ablations.grid import CPU_DATASETS, REPO_ROOT, experiments_in_tables
 
-RUNS_DIR = REPO_ROOT / "runs" / "ablations" / "cpu"
+RUNS_ROOT = REPO_ROOT / "runs" / "ablations"
+
+
+def bench_runs_dir(bench: str | None = None) -> Path:
+    """A bench's run folder (default: the active bench's): ``runs/ablations/cpu`` for the first bench
+    ("single_level", where its runs always were), ``runs/ablations/cpu_<bench>`` for any other, so
+    that no bench ever finds another's finished runs."""
+    bench = bench or ACTIVE_BENCH
+    return RUNS_ROOT / ("cpu" if bench == "single_level" else f"cpu_{bench}")
+
+
+RUNS_DIR = bench_runs_dir(ACTIVE_BENCH)
 RESULTS_DIR = Path(os.environ.get("TOOD_RESULTS_DIR", REPO_ROOT / "results"))  # committed; the env var is for trying things out
+# The first bench's grid (issue 19 moved it here when the grid was rerun on the multi-level bench):
+# 128 px, 8-stride anchors, every positive on P3; results/v1_single_level/README.md says what it was.
+V1_RESULTS_DIR = REPO_ROOT / "results" / "v1_single_level"
 TABLE6 = ("atss_parallel", "atss_t_head", "tal_parallel", "tood")  # analysed, 5 seeds
 SEEDS_TABLE6, SEEDS_OTHER = 5, 3
 
@@ -167,13 +182,6 @@ def data_root(dataset: str, bench: str | None = None) -> Path:
     from tood_lib.ablations.bench import bench_data_root
 
     return bench_data_root(dataset, bench)
-
-
-def bench_runs_dir(bench: str | None) -> Path:
-    """The default run folder of a bench: RUNS_DIR for the active one, ``runs/ablations/cpu_<bench>`` otherwise."""
-    from tood_lib.ablations.bench import ACTIVE_BENCH
-
-    return RUNS_DIR if bench in (None, ACTIVE_BENCH) else RUNS_DIR.parent / f"cpu_{bench}"
 
 
 def pending_runs(runs: list[Run], out_root=RUNS_DIR) -> list[Run]:

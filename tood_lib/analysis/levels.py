@@ -10,6 +10,7 @@ audited here with the project's own ``multilevel_priors`` and assigners and the 
   ground truth alone for the geometric schemes ("atss" and the other fixed ones); on a trained
   model's dense predictions for "tal".
 * :func:`detection_audit` — the level of every post-NMS detection of a model.
+* :func:`run_level_shares` — all three for a trained run (the grid records it per run).
 * :func:`level_summary` — the shares in percent, and what a miniature gives up: the median points
   per object side on the level that holds its positives (COCO's ~8 at anchor scale 8), and the
   median number of anchor points inside an object (the pool TAL's m = 13 chooses from).
@@ -133,7 +134,8 @@ def detection_audit(model, dataset, images: int | None = None, batch_size: int =
     with torch.no_grad():
         for start in tqdm(range(0, count, batch_size), desc="detection levels", disable=not progress, leave=False):
             batch, metas = dataset.collate([dataset[i] for i in range(start, min(count, start + batch_size))])
-            out = model(batch.images.to(device))
+            features = None if batch.features is None else [f.to(device) for f in batch.features]
+            out = model(batch.images.to(device), backbone_features=features)  # (a cached data set gives the features)
             t = cfg.test
             dets = postprocess(out, batch.image_sizes, batch.original_sizes, t.nms_pre, t.score_thr, t.iou_thr, t.max_per_img)
             for meta, det in zip(metas, dets):
@@ -185,3 +187,15 @@ def format_level_table(rows: list[dict], strides=(8, 16, 32, 64, 128)) -> str:
                  "pts/side: median anchor points across an object on the level of its positives; inside: median anchor "
                  "points inside an object, all levels)")
     return "\n".join(lines)
+
+
+def run_level_shares(model, val_set, cfg, batch_size: int = 16) -> dict:
+    """What a trained run puts on each level, on its val split (a CocoDetection in test mode, cached
+    features allowed) -> {"atss_ground_truth": ..., "tal_predictions": ..., "detections": ...}, each a
+    :func:`level_summary`: ATSS on the ground truth (the data set's and the anchors' structure, the
+    same for every run of a bench), TAL on this model's dense predictions (where TAL would put its
+    positives now that the model is trained), and the levels of the model's post-NMS detections."""
+    strides = tuple(cfg.model.strides)
+    return dict(atss_ground_truth=level_summary(assignment_audit(val_set, cfg, "atss", batch_size=batch_size), strides),
+                tal_predictions=level_summary(assignment_audit(val_set, cfg, "tal", model=model, batch_size=batch_size), strides),
+                detections=level_summary(detection_audit(model, val_set, batch_size=batch_size), strides))
