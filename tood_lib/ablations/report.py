@@ -44,8 +44,9 @@ def side_by_side(table: pd.DataFrame, number: int, columns=("AP", "AP50", "AP75"
 
 
 def grid_status(results_dir=None) -> pd.DataFrame:
-    """How much of each grid is in ``results_dir``: per (grid, data set) runs declared, settled, unsettled,
-    missing; with the wall time spent so far."""
+    """How much of each grid is in ``results_dir`` (default ``runs.RESULTS_DIR``, the active bench's grid;
+    ``runs.V1_RESULTS_DIR`` for the first bench's): per (grid, data set) runs declared, settled,
+    unsettled, missing; with the wall time spent so far."""
     import json
     from pathlib import Path
 

@@ -1,5 +1,6 @@
-"""The dense predictions the ablation command keeps (``results/snapshots_{dataset}_cpu.pt``): a few val images
-seen by the four Table 6 models after every epoch, enough to redraw Fig. 1 and Fig. 4 and the
+"""The dense predictions the ablation command keeps (``snapshots_{dataset}_cpu.pt`` in a grid's results
+folder: ``results/`` for the active bench, ``results/v1_single_level/`` for the first bench's grid): a few
+val images seen by the four Table 6 models after every epoch, enough to redraw Fig. 1 and Fig. 4 and the
 assignment time-lapse without the checkpoints (which are not committed)."""
 from __future__ import annotations
 
@@ -17,21 +18,31 @@ FIG4_ROWS = {"parallel + ATSS": "atss_parallel", "T-Head + ATSS": "atss_t_head",
              "parallel + TAL": "tal_parallel", "T-Head + TAL (TOOD)": "tood"}
 
 
-def load_snapshots(dataset: str = "shapes", path: str | Path | None = None):
+def load_snapshots(dataset: str = "shapes", path: str | Path | None = None, bench: str | None = None,
+                   results_dir: str | Path | None = None):
     """-> (predictions {experiment: {epoch: [DensePrediction per image]}}, batch of those val images,
-    the val data set) of one built-in data set ("shapes" or "misaligned"). The images are re-read
-    from the built-in data with the CPU-scale transform."""
+    the val data set) of one built-in data set ("shapes" or "misaligned").
+
+    The file is ``path``, else ``snapshots_{dataset}_cpu.pt`` in ``results_dir`` (default
+    ``runs.RESULTS_DIR``, the active bench's grid). The file holds only scores and boxes: the images
+    are re-read from ``bench``'s val split of the data set, transformed as that bench's TOOD config
+    does (``experiment_config("tood", "cpu", dataset, bench)``), and the predictions get that
+    config's priors (its canvas and anchor scale). ``bench`` must be the bench the snapshots were
+    made on; default: "single_level" when the file lies in ``runs.V1_RESULTS_DIR`` (the first
+    bench's grid), else ``bench.ACTIVE_BENCH``."""
+    from tood_lib.ablations.bench import ACTIVE_BENCH, bench_data_root
     from tood_lib.ablations.grid import experiment_config
-    from tood_lib.ablations.runs import RESULTS_DIR
-    from tood_lib.ablations.bench import bench_data_root
+    from tood_lib.ablations.runs import RESULTS_DIR, V1_RESULTS_DIR
     from tood_lib.data.coco import CocoDetection
 
-    path = Path(path or RESULTS_DIR / f"snapshots_{dataset}_cpu.pt")
+    path = Path(path or Path(results_dir or RESULTS_DIR) / f"snapshots_{dataset}_cpu.pt")
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; regenerate it with: bash scripts/ablations.sh")
+    if bench is None:
+        bench = "single_level" if path.resolve().is_relative_to(V1_RESULTS_DIR.resolve()) else ACTIVE_BENCH
     raw = torch.load(path, weights_only=True)
-    cfg = experiment_config("tood", "cpu", dataset)
-    dataset = CocoDetection(bench_data_root(dataset), "val", cfg.data, train=False, verbose=False)
+    cfg = experiment_config("tood", "cpu", dataset, bench)
+    dataset = CocoDetection(bench_data_root(dataset, bench), "val", cfg.data, train=False, verbose=False)
     out, batch = {}, None
     for name, snap in raw.items():
         if batch is None:
