@@ -37,6 +37,12 @@ def test_grid_runs_resumes_and_tabulates(tmp_path):
     result = json.loads((run_dir(runs[2], out) / "result.json").read_text())
     assert result["dataset"] == "misaligned" and json.loads((run_dir(runs[2], out) / "config.json").read_text())["model"]["num_classes"] == 4
 
+    levels = pd.read_csv(results / "levels_runs_cpu.csv")  # every run's level audit (issue 19)
+    assert len(levels) == 3 * len(runs) and set(levels["kind"]) == {"atss_ground_truth", "tal_predictions", "detections"}
+    shares = levels[[f"share_P{k}" for k in range(3, 8)]].sum(axis=1)
+    assert ((shares - 100).abs() < 1e-2)[levels["kind"] == "atss_ground_truth"].all()
+    assert "levels" in result and result["levels"]["atss_ground_truth"]["objects"] > 0
+
     run_grid(runs, jobs=2, **kw)  # nothing to do: finished runs are not redone
     assert finished == {r: (run_dir(r, out) / "result.json").stat().st_mtime_ns for r in runs}
 

@@ -145,7 +145,8 @@ def _ablations(args) -> int:
                 raise ValueError("run-one takes exactly one experiment name")
             run = runs.Run(args.dataset, args.experiments[0], args.seed)
             record = run_one.run_experiment(run, out_root, overrides=args.set, analysis_images=args.analysis_images,
-                                            finetune=args.finetune, bench=args.bench)
+                                            finetune=args.finetune, bench=args.bench,
+                                            schedule_factor=args.schedule_factor)
             print(f"box AP: {record['AP']:.3f}")
         elif args.action == "finetune-check":
             # the frozen protocol's pairs again with the backbone fine-tuned (official freezing), shapes data set
@@ -155,6 +156,21 @@ def _ablations(args) -> int:
             run_grid(check, jobs=args.jobs, out_root=args.out_root or checks.FINETUNE_RUNS_DIR, results_dir=tuned,
                      with_complexity=False, commit=args.commit, finetune=True)
             print(checks.finetune_check(results, tuned).to_string(index=False))
+        elif args.action == "schedule-check":
+            # Table 6's 2 x 2 for twice the bench's schedule, seeds 0-2, both data sets (issue 19)
+            longer = checks.schedule_check_dir(results)
+            check = [runs.Run(d, e, s) for d in args.datasets or ("shapes", "misaligned") for e in runs.TABLE6
+                     for s in checks.SCHEDULE_SEEDS]
+            run_grid(check, jobs=args.jobs, out_root=args.out_root or checks.schedule_runs_dir(), results_dir=longer,
+                     with_complexity=False, commit=args.commit, analysis_images=args.analysis_images,
+                     schedule_factor=checks.SCHEDULE_FACTOR)
+            if (Path(results) / "ablation_runs_cpu.csv").is_file():
+                print(checks.schedule_check(results, longer).to_string(index=False))
+        elif args.action == "diagnose":
+            # the ranking diagnosis and the per-level layer attention of every finished Table 6 run (issue 19)
+            from tood_lib.ablations.diagnose import diagnose_grid
+
+            print(diagnose_grid(out_root, results).to_string(index=False))
         elif args.action == "tables":
             # an explicit list of experiments tabulates those; otherwise every finished run of the full grid
             collect_results(selected if args.experiments else None, out_root, results)
@@ -353,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--deterministic", action="store_true")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
     ab = sub.add_parser("ablations", help="the paper's ablation grid: run it at CPU scale, build tables, write COCO configs")
-    ab.add_argument("action", nargs="?", default="run", choices=("run", "run-one", "tables", "finetune-check", "write-configs", "list"))
+    ab.add_argument("action", nargs="?", default="run", choices=("run", "run-one", "tables", "finetune-check", "schedule-check",
+                                                              "diagnose", "write-configs", "list"))
     ab.add_argument("experiments", nargs="*", help="experiment names (default: every experiment of --grid)")
     ab.add_argument("--grid", default="core", choices=("core", "full"),
                     help="core: the declared core claims on both data sets (about 2.5 h on 2 cores); full: also the "
@@ -370,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("--analysis-images", type=int, default=100, help="val images behind each time-lapse point")
     ab.add_argument("--commit", action="store_true", help="git-commit results/ after every finished run")
     ab.add_argument("--finetune", action="store_true", help="run-one: train the backbone too (the fine-tuning check)")
+    ab.add_argument("--schedule-factor", type=int, default=1,
+                    help="run-one: train the bench's schedule this many times as long (the schedule check)")
     ab.add_argument("--bench", default=None, choices=("single_level", "multi_level"),
                     help="run, run-one: the bench (ablations/bench.py; default: the grid's, multi_level); each bench's "
                          "runs go to its own folder (single_level: runs/ablations/cpu, else runs/ablations/cpu_<bench>) "

@@ -93,9 +93,21 @@ def bench_schedule(bench: str | None = None) -> Schedule:
     return SCHEDULES[ACTIVE_BENCH if bench is None else bench]
 
 
-def schedule_overrides(bench: str | None = None) -> list[str]:
-    """The config overrides of a bench's schedule (epochs and LR steps)."""
-    schedule = bench_schedule(bench)
+def scaled_schedule(schedule: Schedule, factor: int) -> Schedule:
+    """``schedule`` ``factor`` times as long: every epoch number in it multiplied by ``factor`` (the
+    schedule check, issue 19: the multi-level bench's 32 epochs become 64, LR drops after 48 and 56,
+    the plateau rule judged from 56 at the end and from 36 before the first drop). The warm-ups (LR,
+    iterations; ATSS before TAL, epochs) are not scaled: they are the start of training, not its length."""
+    if factor < 1 or int(factor) != factor:
+        raise ValueError(f"schedule factor: expected a whole number >= 1, got {factor!r}")
+    f = int(factor)
+    return Schedule(schedule.epochs * f, tuple(s * f for s in schedule.lr_steps), tuple(e * f for e in schedule.eval_epochs),
+                    schedule.settled_from * f, None if schedule.pre_drop_from is None else schedule.pre_drop_from * f)
+
+
+def schedule_overrides(bench: str | None = None, factor: int = 1) -> list[str]:
+    """The config overrides of a bench's schedule (epochs and LR steps), ``factor`` times as long."""
+    schedule = scaled_schedule(bench_schedule(bench), factor)
     return [f"train.epochs={schedule.epochs}", "train.lr_steps=" + ",".join(map(str, schedule.lr_steps))]
 
 

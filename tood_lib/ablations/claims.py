@@ -85,6 +85,13 @@ CLAIMS: list[Claim] = [
           "tal_parallel", "tal_parallel_no_centerness", float("nan")),
     Claim("tal_vs_atss_parallel_no_centerness", 0, "diagnostic: TAL > ATSS on the parallel head without centerness "
           "under TAL", "atss_parallel", "tal_parallel_no_centerness", float("nan")),
+    # diagnostics declared 2026-12-06, before any run of the multi-level grid (issue 19): is T-Head + ATSS's
+    # deficit one of ranking? If so, the parallel head loses AP without the centerness it ranks by, and
+    # the T-Head gains AP from targets that carry each box's IoU (QFL) instead of binary ones
+    Claim("centerness_helps_atss_parallel", 0, "diagnostic: the centerness branch adds AP to parallel + ATSS",
+          "atss_parallel_no_centerness", "atss_parallel", float("nan"), datasets=BOTH),
+    Claim("qfl_helps_atss_t_head", 0, "diagnostic: IoU-aware (QFL) targets add AP to T-Head + ATSS",
+          "atss_t_head", "atss_qfl_t_head", float("nan"), datasets=BOTH),
     # Table 6: alignment without NMS rises, redundant and error boxes after NMS fall
     Claim("t_head_atss_vs_atss_AP", 6, "T-Head + ATSS > parallel + ATSS (AP)", "atss_parallel", "atss_t_head", 1.9,
           datasets=BOTH, core=BOTH),

@@ -87,6 +87,11 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("tal_parallel", head="parallel", assigner="tal", analyse=True),
     # why parallel + TAL trails ATSS (issue 11): the same without ATSS's centerness branch
     Experiment("tal_parallel_no_centerness", head="parallel", assigner="tal", centerness=False),
+    # why T-Head + ATSS trails parallel + ATSS (issue 19): the parallel head ranks its boxes by cls x
+    # centerness, the T-Head by sqrt(cls x M) trained on binary targets. Each side of that, removed or
+    # added: the parallel head without its centerness, the T-Head with IoU-aware (QFL) targets
+    Experiment("atss_parallel_no_centerness", head="parallel", assigner="atss", centerness=False),
+    Experiment("atss_qfl_t_head", head="t_head", assigner="atss_qfl"),
     _tood("tood", analyse=True),
     # Table 3: TOOD anchor-based
     _tood("tood_anchor_based", anchor_type="anchor_based"),

@@ -108,11 +108,12 @@ def git_commit_results(results_dir: Path, message: str) -> None:
 def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, results_dir: str | Path = RESULTS_DIR,
              progress: bool = True, overrides: list[str] | None = None, analysis_images: int = TIMELAPSE_IMAGES,
              with_complexity: bool = True, commit: bool = False, finetune: bool = False,
-             grid: str | None = None, bench: str | None = None) -> Path:
+             grid: str | None = None, bench: str | None = None, schedule_factor: int = 1) -> Path:
     """Run every pending run, collecting (and with ``commit``, committing) the results after each one.
     ``finetune``: the runs train their backbone (see :func:`run_one.run_experiment`). ``grid`` ("core" or
     "full", when ``runs`` are that grid's): once they have finished, also run the replacement runs
     the replacement-seed rule asks for (on the same data sets), until it asks for none.
+    ``schedule_factor``: the runs train their bench's schedule that many times as long (the schedule check).
 
     Holds ``out_root``'s lock throughout (``grid_lock.GridBusy`` when another command has it); raises
     :class:`RunsFailed` after collecting when some runs failed."""
@@ -129,8 +130,10 @@ def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, re
         threads = max(1, (os.cpu_count() or 2) // jobs)
         extra = ["--analysis-images", str(analysis_images)] + (["--finetune"] if finetune else []) \
             + (["--bench", bench] if bench else []) \
+            + (["--schedule-factor", str(schedule_factor)] if schedule_factor != 1 else []) \
             + (["--set", *overrides] if overrides else [])
-        label = "finetune" if finetune else grid_of(runs, run_outcomes(out_root))
+        label = "finetune" if finetune else f"schedule x{schedule_factor}" if schedule_factor != 1 \
+            else grid_of(runs, run_outcomes(out_root))
         datasets = {r.dataset for r in runs}
         failures, finished = [], 0
         with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(runs), initial=len(runs) - len(todo),

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from tood_lib.ablations.bench import bench_schedule
+from tood_lib.ablations.bench import bench_schedule, scaled_schedule, schedule_overrides
 from tood_lib.ablations.grid import EXPERIMENTS, experiment_config
 from tood_lib.ablations.runs import RUNS_DIR, TABLE6, Run, data_root, feature_dir, run_dir
 from tood_lib.engine.atomic import atomic_torch_save, atomic_write_text, remove_stale_temps
@@ -143,12 +143,14 @@ def ap_curve(out_dir: Path) -> list[tuple[int, float]]:
 
 def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = True,
                    overrides: list[str] | None = None, analysis_images: int = TIMELAPSE_IMAGES,
-                   finetune: bool = False, bench: str | None = None) -> dict:
+                   finetune: bool = False, bench: str | None = None, schedule_factor: int = 1) -> dict:
     """Train, evaluate after every epoch (and analyse) one run at CPU scale; writes and returns ``result.json``.
     ``bench``: ``bench.BENCHES`` entry (default: the active bench).
 
     ``overrides`` go on top of the CPU recipe (the tests use them to shrink a run); ``finetune``
-    trains the backbone too (:data:`FINETUNE_OVERRIDES`, no feature cache, no analysis)."""
+    trains the backbone too (:data:`FINETUNE_OVERRIDES`, no feature cache, no analysis);
+    ``schedule_factor`` trains the bench's schedule that many times as long (``bench.scaled_schedule``:
+    the schedule check), evaluated and judged at the scaled epochs."""
     from tood_lib.analysis.complexity import count_parameters
     from tood_lib.config import apply_overrides
     from tood_lib.engine.trainer import Trainer
@@ -156,12 +158,13 @@ def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = T
     exp = EXPERIMENTS[run.experiment]
     out_dir = run_dir(run, out_root)
     cfg = apply_overrides(experiment_config(exp, "cpu", run.dataset, bench),
-                          (FINETUNE_OVERRIDES if finetune else []) + (overrides or []))
+                          (FINETUNE_OVERRIDES if finetune else []) + schedule_overrides(bench, schedule_factor)
+                          + (overrides or []))
     root = data_root(run.dataset, bench)
     analysed = run.experiment in TABLE6 and not finetune
     timelapse = analysed and run.seed == 0
     start = time.perf_counter()
-    schedule = bench_schedule(bench)
+    schedule = scaled_schedule(bench_schedule(bench), schedule_factor)
     on_schedule = cfg.train.epochs == schedule.epochs  # (shrunk test runs: every epoch, the 75 % rule)
     eval_epochs = schedule.eval_epochs if on_schedule else range(1, cfg.train.epochs + 1)
     if out_dir.is_dir():
@@ -180,7 +183,8 @@ def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = T
                   epochs=cfg.train.epochs, params=count_parameters(trainer.model)["trainable"],
                   threads=torch.get_num_threads(), train_eval_seconds=round(time.perf_counter() - start, 1),
                   ap_curve=curve, plateau=plateau(curve, cfg.train.epochs, schedule.settled_from if on_schedule else None),
-                  backbone="fine-tuned (stage 1 frozen)" if finetune else "frozen (cached features)")
+                  backbone="fine-tuned (stage 1 frozen)" if finetune else "frozen (cached features)",
+                  schedule_factor=schedule_factor)
     if on_schedule and schedule.pre_drop_from is not None:  # reported beside the end rule (issue 19)
         record["plateau_before_drop"] = plateau_before_drop(curve, schedule.lr_steps[0], schedule.pre_drop_from)
     if not finetune:  # the level audit of the run (issue 19): which levels its positives and detections use

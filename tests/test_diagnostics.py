@@ -1,0 +1,166 @@
+"""Issue 19's checks and diagnostics: the schedule check (twice the bench's schedule, orders under
+both), the ranking diagnosis, the per-level layer attention, and the diagnostics declared as claims."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from tood_lib.ablations.bench import bench_schedule, scaled_schedule, schedule_overrides
+from tood_lib.analysis.layer_attention import layer_attention_summary
+from tood_lib.analysis.ranking import detection_rows, ranking_summary, reliability_curve
+
+
+def test_the_schedule_check_doubles_every_epoch_of_the_declared_schedule():
+    double = scaled_schedule(bench_schedule("multi_level"), 2)
+    assert (double.epochs, double.lr_steps, double.settled_from, double.pre_drop_from) == (64, (48, 56), 56, 36)
+    assert double.eval_epochs == tuple(2 * e for e in bench_schedule("multi_level").eval_epochs)
+    assert scaled_schedule(bench_schedule("multi_level"), 1) == bench_schedule("multi_level")
+    assert schedule_overrides("multi_level", 2) == ["train.epochs=64", "train.lr_steps=48,56"]
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="whole number"):
+            scaled_schedule(bench_schedule(), bad)
+
+
+def test_a_run_on_a_longer_schedule_trains_and_is_judged_on_it(tmp_path, monkeypatch):
+    """run_experiment(schedule_factor=2) builds the doubled recipe and evaluates at the doubled epochs
+    (the Trainer is replaced: only what it is asked to do is checked)."""
+    from tood_lib.ablations import run_one
+    from tood_lib.ablations.runs import Run
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    class FakeTrainer:
+        def __init__(self, cfg, root, out_dir, **kw):
+            seen.update(epochs=cfg.train.epochs, lr_steps=tuple(cfg.train.lr_steps), eval_epochs=tuple(kw["eval_epochs"]))
+            raise Stop
+
+    monkeypatch.setattr("tood_lib.engine.trainer.Trainer", FakeTrainer)
+    with pytest.raises(Stop):
+        run_one.run_experiment(Run("shapes", "tood", 0), tmp_path, progress=False, schedule_factor=2, bench="multi_level")
+    assert seen == dict(epochs=64, lr_steps=(48, 56), eval_epochs=scaled_schedule(bench_schedule("multi_level"), 2).eval_epochs)
+
+
+def test_the_schedule_check_orders_each_pair_under_both_schedules(tmp_path):
+    from tood_lib.ablations.checks import schedule_check
+
+    def rows(deltas, seeds=range(3)):  # per-seed Δ of each experiment over atss_parallel, both data sets
+        return pd.DataFrame([dict(dataset=d, experiment=e, seed=s, AP=0.30 + delta[s] + 0.01 * s)
+                             for d in ("shapes", "misaligned") for e, delta in deltas.items() for s in seeds])
+    clear, noisy = [0.03, 0.031, 0.029, 0.03, 0.03], [0.03, -0.02, 0.02, 0.0, 0.0]
+    base = dict(atss_parallel=[0] * 5, atss_t_head=[-x for x in clear], tal_parallel=clear, tood=[2 * x for x in clear])
+    rows(base, range(5)).to_csv(tmp_path / "ablation_runs_cpu.csv")
+    longer = tmp_path / "schedule_x2"
+    longer.mkdir()
+    rows(dict(base, atss_t_head=clear, tal_parallel=noisy)).to_csv(longer / "ablation_runs_cpu.csv")
+    check = schedule_check(tmp_path, longer)
+    assert set(check["dataset"]) == {"shapes", "misaligned"} and len(check) == 10
+    shapes = check[check.dataset == "shapes"].set_index(["baseline", "variant"])
+    assert shapes.at[("atss_parallel", "atss_t_head"), "agreement"] == "opposite"
+    assert shapes.at[("atss_parallel", "atss_t_head"), "schedule_1x_order"] == "baseline higher"
+    assert shapes.at[("atss_parallel", "tal_parallel"), "agreement"] == "one not distinguishable"
+    assert shapes.at[("atss_parallel", "tood"), "agreement"] == "same"
+    assert shapes.at[("atss_parallel", "tood"), "schedule_1x_seeds"] == 3  # seeds 0-2 of the grid only
+    assert shapes.at[("atss_parallel", "tood"), "schedule_2x_delta"] == pytest.approx(6.0)
+    assert (tmp_path / "schedule_check_cpu.csv").is_file()
+
+
+class _Truth:
+    """A stand-in data set: ground_truth(index) -> (boxes (G, 4), labels (G,))."""
+
+    def __init__(self, objects):
+        self.objects = objects
+
+    def ground_truth(self, index):
+        boxes, labels = self.objects[index]
+        return torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(labels, dtype=torch.long)
+
+    def __len__(self):
+        return len(self.objects)
+
+
+def test_the_ranking_diagnosis_measures_how_the_score_orders_localisation():
+    truth = _Truth([([[0, 0, 10, 10]], [1]), ([[20, 20, 40, 40]], [0]), ([], [])])
+    detections = [
+        dict(boxes=torch.tensor([[0, 0, 10, 10], [0, 0, 10, 5], [50, 50, 60, 60.]]), scores=torch.tensor([0.9, 0.3, 0.7]),
+             labels=torch.tensor([1, 1, 1])),
+        dict(boxes=torch.tensor([[20, 20, 40, 40.], [20, 20, 40, 40.]]), scores=torch.tensor([0.55, 0.45]),
+             labels=torch.tensor([1, 0])),  # the first is on the object but of another class: IoU 0
+        dict(boxes=torch.zeros(0, 4), scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.long)),
+    ]
+    rows = detection_rows(detections, truth)
+    assert rows["iou"].round(3).tolist() == [1.0, 0.5, 0.0, 0.0, 1.0]
+    assert rows["category"].tolist() == ["correct", "redundant", "background", "background", "correct"]
+    summary = ranking_summary(rows, images=3, cap=3)
+    assert summary["detections_per_image"] == pytest.approx(5 / 3) and summary["images_at_cap"] == pytest.approx(1 / 3)
+    assert summary["correct"] == 2 and summary["redundant"] == 1 and summary["background"] == 2
+    assert summary["mean_iou_top_half"] == pytest.approx((1.0 + 0.0 + 0.0) / 3)  # scores 0.9, 0.7, 0.55
+    curve = reliability_curve(rows).set_index("score_lo")
+    assert curve["detections"].sum() == 5
+    assert curve.at[0.8, "detections"] == 1 and curve.at[0.8, "mean_iou"] == pytest.approx(1.0)
+    assert curve.at[0.6, "mean_iou"] == pytest.approx(0.0) and curve.at[0.5, "correct_share"] == 0.0
+    assert curve.at[0.4, "correct_share"] == 1.0 and curve.at[0.3, "mean_iou"] == pytest.approx(0.5)
+    well_ranked = rows.assign(score=rows["iou"] + 0.01)
+    assert ranking_summary(well_ranked, 3, 3)["score_iou_spearman"] > ranking_summary(rows, 3, 3)["score_iou_spearman"]
+
+
+def test_the_layer_attention_summary_finds_the_level_and_task_gaps():
+    rows = []
+    for level, shift in (("P3", 0.0), ("P4", 0.2)):
+        for layer in (1, 2):
+            rows.append(dict(level=level, task="cls", layer=layer, weight=0.5 + shift * (layer == 1), std=0.0))
+            rows.append(dict(level=level, task="reg", layer=layer, weight=0.5 - 0.1 * (layer == 2), std=0.0))
+    summary = layer_attention_summary(pd.DataFrame(rows))
+    assert summary["level_gap"] == pytest.approx(0.2)
+    assert summary["task_gap_by_level"] == pytest.approx({"P3": 0.05, "P4": 0.15})
+    assert summary["task_gap_max"] == pytest.approx(0.2)
+    assert pd.isna(layer_attention_summary(pd.DataFrame(columns=["level", "task", "layer", "weight", "std"]))["level_gap"])
+
+
+def test_the_ranking_diagnostics_are_declared_claims_on_both_data_sets():
+    from tood_lib.ablations.claims import CLAIMS_BY_NAME
+    from tood_lib.ablations.grid import EXPERIMENTS
+    from tood_lib.ablations.runs import grid_runs
+
+    full = set(grid_runs("full"))
+    for name, baseline, variant in (("centerness_helps_atss_parallel", "atss_parallel_no_centerness", "atss_parallel"),
+                                    ("qfl_helps_atss_t_head", "atss_t_head", "atss_qfl_t_head")):
+        claim = CLAIMS_BY_NAME[name]
+        assert (claim.baseline, claim.variant) == (baseline, variant) and claim.datasets == ("shapes", "misaligned")
+        assert not claim.core  # not in the core grid: its budget was declared without them
+        for dataset in claim.datasets:
+            assert all(any(r == (dataset, e, s) for r in map(lambda r: (r.dataset, r.experiment, r.seed), full))
+                       for e in (baseline, variant) for s in range(3))
+    assert not EXPERIMENTS["atss_parallel_no_centerness"].centerness
+    assert EXPERIMENTS["atss_qfl_t_head"].head == "t_head" and EXPERIMENTS["atss_qfl_t_head"].assigner == "atss_qfl"
+
+
+def test_diagnose_measures_each_finished_run_once(tmp_path, monkeypatch):
+    """diagnose_grid measures the runs of the diagnosed experiments that have no diagnosis.json, keeps
+    each answer in its run folder, and writes the four tables from all of them."""
+    from tood_lib.ablations import diagnose
+    from tood_lib.ablations.runs import Run, run_dir
+
+    calls = []
+
+    def fake(run, out_root, bench=None):
+        calls.append(run)
+        record = dict(ranking=dict(detections_per_image=float(run.seed)), reliability=[dict(score_lo=0.0, detections=1)],
+                      layer_attention=[dict(level="P3", task="cls", layer=1, weight=0.5, std=0.0)] if "t_head" in run.experiment else [],
+                      layer_attention_summary=dict(level_gap=0.0, task_gap_max=0.0, task_gap_mean=0.0, task_gap_by_level={"P3": 0.0}))
+        (run_dir(run, out_root) / "diagnosis.json").write_text(json.dumps(record))
+
+    monkeypatch.setattr(diagnose, "diagnose_run", fake)
+    for run in (Run("shapes", "atss_t_head", 0), Run("shapes", "atss_parallel", 1), Run("shapes", "fcos_parallel", 0)):
+        run_dir(run, tmp_path).mkdir(parents=True)
+        (run_dir(run, tmp_path) / "result.json").write_text(json.dumps(dict(
+            dataset=run.dataset, experiment=run.experiment, seed=run.seed, AP=0.3, AP50=0.5, AP75=0.3, plateau=dict(ok=True))))
+    table = diagnose.diagnose_grid(tmp_path, tmp_path / "results", progress=False)
+    assert sorted(map(str, calls)) == ["shapes/atss_parallel/seed1", "shapes/atss_t_head/seed0"]  # fcos is not diagnosed
+    assert sorted(table["experiment"]) == ["atss_parallel", "atss_t_head"] and table["settled"].all()
+    assert len(pd.read_csv(tmp_path / "results" / "layer_attention_summary_cpu.csv")) == 1
+    diagnose.diagnose_grid(tmp_path, tmp_path / "results", progress=False)
+    assert len(calls) == 2  # measured once

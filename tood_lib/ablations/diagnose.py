@@ -1,0 +1,96 @@
+"""The grid's declared analyses of finished runs (issue 19): the ranking diagnosis and the per-level
+layer attention, on every finished run of the experiments in :data:`DIAGNOSED` (Table 6's 2 x 2 and the
+two ranking diagnostics, ``claims.py``), all seeds, both data sets.
+
+``python -m tood_lib ablations diagnose`` loads each run's ``last.pth``, measures it on its data set's
+val split (with the cached backbone features the run trained with) and keeps the answer in the run's
+folder (``diagnosis.json``: a run is measured once; delete the file to measure it again). Then it
+writes, for all of them:
+
+* ``ranking_diagnosis_cpu.csv``: one row per run: its AP, AP50 and AP75, whether it settled, and
+  ``analysis.ranking.ranking_summary`` (detections per image, the share of images at the cap, the
+  score-IoU rank correlation, Table 6's categories);
+* ``reliability_cpu.csv``: per run and score bin, the detections and their mean IoU with their object;
+* ``layer_attention_cpu.csv``: per T-Head run, level, task and layer, the mean layer-attention weight
+  over the val split, and ``layer_attention_summary_cpu.csv`` its gaps between levels and between tasks.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from tood_lib.ablations.runs import RESULTS_DIR, RUNS_DIR, TABLE6, Run, feature_dir, read_result, run_dir
+from tood_lib.engine.atomic import atomic_write_csv, atomic_write_text
+
+DIAGNOSED = TABLE6 + ("atss_parallel_no_centerness", "atss_qfl_t_head")
+
+
+def _val_set(run: Run, model, cfg, out_root: Path, bench: str | None):
+    """The run's val split as it was evaluated: its data set, with the cached features of the frozen
+    backbone (the grid's cache; built again, and checked against the backbone, if it is missing)."""
+    from tood_lib.ablations.runs import data_root
+    from tood_lib.data.coco import CocoDetection
+    from tood_lib.engine.feature_cache import cached_training_features
+
+    dataset = CocoDetection(data_root(run.dataset, bench), "val", cfg.data, train=False, verbose=False)
+    cached_training_features(model.backbone, dataset, feature_dir(run.dataset, out_root) / "val.pt", progress=False)
+    return dataset
+
+
+def diagnose_run(run: Run, out_root: str | Path = RUNS_DIR, bench: str | None = None) -> dict:
+    """Measure one finished run (its ``last.pth``; ``bench``: the one it ran on, default the active
+    bench) -> the record kept as its ``diagnosis.json``."""
+    from tood_lib.analysis.layer_attention import layer_attention_by_level, layer_attention_summary
+    from tood_lib.analysis.ranking import ranking_diagnosis
+    from tood_lib.api import load_model
+
+    folder = run_dir(run, out_root)
+    model, cfg = load_model(folder / "last.pth")
+    dataset = _val_set(run, model, cfg, Path(out_root), bench)
+    summary, curve = ranking_diagnosis(model, dataset)
+    attention = layer_attention_by_level(model, dataset) if cfg.model.head == "t_head" else pd.DataFrame()
+    record = dict(ranking=summary, reliability=curve.to_dict("records"), layer_attention=attention.to_dict("records"),
+                  layer_attention_summary=layer_attention_summary(attention))
+    atomic_write_text(folder / "diagnosis.json", json.dumps(record, indent=2))
+    return record
+
+
+def diagnose_grid(out_root: str | Path = RUNS_DIR, results_dir: str | Path = RESULTS_DIR, progress: bool = True) -> pd.DataFrame:
+    """Diagnose every finished run of :data:`DIAGNOSED` under ``out_root`` not yet diagnosed, then write
+    the four result files (module docstring) from all of them. -> the ranking table."""
+    out_root, results_dir = Path(out_root), Path(results_dir)
+    finished = sorted(out_root.glob("*/*/seed*/result.json"))
+    runs = []
+    for path in finished:
+        r = read_result(path)
+        if r["experiment"] in DIAGNOSED:
+            runs.append((Run(r["dataset"], r["experiment"], int(r["seed"])), r))
+    todo = [(run, r) for run, r in runs if not (run_dir(run, out_root) / "diagnosis.json").is_file()]
+    for run, r in tqdm(todo, desc="diagnosing runs", disable=not progress):
+        diagnose_run(run, out_root, r.get("bench"))
+    ranking, reliability, attention, attention_summary = [], [], [], []
+    for run, r in runs:
+        path = run_dir(run, out_root) / "diagnosis.json"
+        try:
+            d = json.loads(path.read_text())
+        except ValueError as err:
+            raise ValueError(f"{path} is not readable JSON ({err}); delete it and rerun to measure {run} again") from None
+        key = dict(dataset=run.dataset, experiment=run.experiment, seed=run.seed)
+        ranking.append(dict(**key, AP=r["AP"], AP50=r["AP50"], AP75=r["AP75"], settled=bool(r["plateau"]["ok"]), **d["ranking"]))
+        reliability += [dict(**key, **row) for row in d["reliability"]]
+        attention += [dict(**key, **row) for row in d["layer_attention"]]
+        if d["layer_attention"]:
+            s = d["layer_attention_summary"]
+            attention_summary.append(dict(**key, level_gap=s["level_gap"], task_gap_max=s["task_gap_max"],
+                                          task_gap_mean=s["task_gap_mean"],
+                                          **{f"task_gap_{k}": v for k, v in s["task_gap_by_level"].items()}))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(ranking)
+    atomic_write_csv(table, results_dir / "ranking_diagnosis_cpu.csv", "%.4f")
+    atomic_write_csv(pd.DataFrame(reliability), results_dir / "reliability_cpu.csv", "%.4f")
+    atomic_write_csv(pd.DataFrame(attention), results_dir / "layer_attention_cpu.csv", "%.5f")
+    atomic_write_csv(pd.DataFrame(attention_summary), results_dir / "layer_attention_summary_cpu.csv", "%.5f")
+    return table

@@ -1,0 +1,61 @@
+"""Does the trained T-Head's layer attention differ between pyramid levels and between the two tasks?
+
+The task decomposition (Eq. 3 of the paper) gives each task its own weights w_k over the N
+interactive layers, computed per level from that level's pooled features. TOOD's argument is that the
+two tasks want different layers, and the weights are computed per level because objects of different
+sizes may too. On the first CPU bench every positive sat on P3, and the trained weights were the same
+on all five levels (issue 19). :func:`layer_attention_by_level` measures the weights of a trained
+model over a val split; :func:`layer_attention_summary` reduces them to the two gaps in question.
+(``internals.plot_layer_attention`` draws the same weights for a few images.)
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from tood_lib.analysis.levels import level_names
+
+
+@torch.no_grad()
+def layer_attention_by_level(model, dataset, images: int | None = None, batch_size: int = 16) -> pd.DataFrame:
+    """The mean layer-attention weight over the first ``images`` (default all) of ``dataset`` (test mode,
+    cached features allowed) -> one row per (level P3..P7, task "cls"/"reg", layer k = 1..N): ``weight``
+    (mean over images) and ``std`` (over images). A model without layer attention gives an empty frame."""
+    names = level_names(model.cfg.model.strides)
+    count = len(dataset) if images is None else min(images, len(dataset))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    weights: dict[tuple[str, str], list[torch.Tensor]] = {}
+    for start in range(0, count, batch_size):
+        batch, _ = dataset.collate([dataset[i] for i in range(start, min(count, start + batch_size))])
+        features = None if batch.features is None else [f.to(device) for f in batch.features]
+        out = model(batch.images.to(device), return_internals=True, backbone_features=features)
+        for level, internals in zip(names, out.internals):
+            for task in ("cls", "reg"):
+                w = internals.get(f"{task}_attention")
+                if w is not None:
+                    weights.setdefault((level, task), []).append(w.float().reshape(len(batch.images), -1).cpu())
+    model.train(was_training)
+    rows = []
+    for (level, task), parts in weights.items():
+        w = torch.cat(parts)  # (images, N)
+        rows += [dict(level=level, task=task, layer=k + 1, weight=float(w[:, k].mean()), std=float(w[:, k].std()))
+                 for k in range(w.shape[1])]
+    return pd.DataFrame(rows, columns=["level", "task", "layer", "weight", "std"])
+
+
+def layer_attention_summary(frame: pd.DataFrame) -> dict:
+    """The two gaps of a :func:`layer_attention_by_level` frame, in units of the weight (0..1):
+    ``level_gap`` (the largest difference between two levels' mean weight for the same task and
+    layer), ``task_gap_max`` and ``task_gap_mean`` (the largest and the mean |w_cls - w_reg| over levels
+    and layers), and ``task_gap_by_level`` (the mean |w_cls - w_reg| per level). NaN without weights."""
+    if frame.empty:
+        nan = float("nan")
+        return dict(level_gap=nan, task_gap_max=nan, task_gap_mean=nan, task_gap_by_level={})
+    by_level = frame.pivot_table(index=["task", "layer"], columns="level", values="weight")
+    level_gap = float((by_level.max(axis=1) - by_level.min(axis=1)).max())
+    tasks = frame.pivot_table(index=["level", "layer"], columns="task", values="weight")
+    gap = (tasks["cls"] - tasks["reg"]).abs()
+    return dict(level_gap=level_gap, task_gap_max=float(gap.max()), task_gap_mean=float(gap.mean()),
+                task_gap_by_level={level: float(g.mean()) for level, g in gap.groupby(level="level")})
