@@ -164,3 +164,34 @@ def test_diagnose_measures_each_finished_run_once(tmp_path, monkeypatch):
     assert len(pd.read_csv(tmp_path / "results" / "layer_attention_summary_cpu.csv")) == 1
     diagnose.diagnose_grid(tmp_path, tmp_path / "results", progress=False)
     assert len(calls) == 2  # measured once
+
+
+def test_the_conclusions_render_each_family_from_the_verdict_files(tmp_path):
+    """Issue 19, item 7: a family's section counts its verdicts, gives each claim's Δ ± SE beside the
+    first bench's verdict, and fills the miniature's limits from the level audit, all from the files."""
+    from tood_lib.ablations.conclusions import FAMILIES, family_markdown, family_table, scale_facts
+    from tood_lib.ablations.runs import RESULTS_DIR
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    new.mkdir(), old.mkdir()
+    cols = ["dataset", "claim", "delta", "se", "seeds", "verdict", "metric"]
+    pd.DataFrame([("shapes", "t_head_atss_af", 2.5, 0.5, 5, "reproduced", "AP"),
+                  ("misaligned", "t_head_atss_af", -0.2, 0.4, 5, "not distinguishable", "AP"),
+                  ("shapes", "centerness_helps_atss_parallel", 1.5, 0.2, 3, "reproduced", "AP")], columns=cols) \
+        .to_csv(new / "verdicts_cpu.csv", index=False)
+    pd.DataFrame([("shapes", "t_head_atss_af", -3.2, 0.3, 5, "reversed", "AP")], columns=cols).to_csv(old / "verdicts_cpu.csv", index=False)
+    family = FAMILIES[0]
+    table = family_table(family, new, old).set_index(["claim", "dataset"])
+    assert table.at[("t_head_atss_af", "shapes"), "verdict"] == "reproduced"
+    assert table.at[("t_head_atss_af", "shapes"), "first_bench_verdict"] == "reversed"
+    assert table.at[("t_head_fcos", "shapes"), "verdict"] == "not run"
+    facts = scale_facts(RESULTS_DIR / "levels_bench.csv")
+    assert facts["coco_inside"] > 10 * facts["inside"] and facts["coco_pos_obj"] > facts["pos_obj"]
+    text = family_markdown(family, new, old, facts=facts)
+    assert "Of 2 judged (claim, data set) pairs on this bench: 1 reproduced, 1 not distinguishable." in text
+    assert "Δ +2.50 ± 0.50 AP, 5 seeds; paper +1.9); first bench: reversed" in text
+    assert "parallel + ATSS (shapes): reproduced (Δ +1.50 ± 0.20 AP, 3 seeds)" in text
+    assert f"{facts['pts_side']:.1f} anchor points per side" in text and "{" not in text
+    assert "`configs/ablations/atss_parallel_no_centerness.json`" in text
+    empty = family_markdown(FAMILIES[3], tmp_path / "none", facts=facts)
+    assert "No claim of this family has finished on this bench yet." in empty
