@@ -195,3 +195,24 @@ def test_the_conclusions_render_each_family_from_the_verdict_files(tmp_path):
     assert "`configs/ablations/atss_parallel_no_centerness.json`" in text
     empty = family_markdown(FAMILIES[3], tmp_path / "none", facts=facts)
     assert "No claim of this family has finished on this bench yet." in empty
+
+
+def test_the_grid_diagnoses_its_table6_runs_as_they_finish(tmp_path):
+    """run_grid measures a finished run of a diagnosed experiment right after collecting it: the ranking
+    table, the reliability curve and (for a T-Head) the layer attention, from the run's own checkpoint."""
+    from tood_lib.ablations.run_grid import run_grid
+    from tood_lib.ablations.runs import Run, run_dir
+
+    tiny = ["data.train_images=8", "train.batch_size=4", "train.epochs=2", "tal.warmup_epochs=1", "data.img_scale=64,64",
+            "train.warmup_iters=1", "train.lr_steps=2"]
+    run = Run("shapes", "atss_t_head", 1)  # (seed 1: no time-lapse to make)
+    results = tmp_path / "results"
+    run_grid([run], jobs=2, out_root=tmp_path / "runs", results_dir=results, overrides=tiny, progress=False,
+             with_complexity=False, analysis_images=4)
+    assert (run_dir(run, tmp_path / "runs") / "diagnosis.json").is_file()
+    ranking = pd.read_csv(results / "ranking_diagnosis_cpu.csv")
+    assert ranking[["experiment", "seed", "images"]].values.tolist() == [["atss_t_head", 1, 200]]
+    attention = pd.read_csv(results / "layer_attention_cpu.csv")
+    assert set(attention["level"]) == {"P3", "P4", "P5", "P6", "P7"} and set(attention["task"]) == {"cls", "reg"}
+    assert attention.groupby(["level", "task"]).size().eq(6).all()  # the small preset's 6 interactive layers
+    assert len(pd.read_csv(results / "reliability_cpu.csv")) == 9

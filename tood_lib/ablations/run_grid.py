@@ -12,7 +12,9 @@
    runs finish sooner than one two-thread run after another). An interrupted run continues from its
    ``last.pth``;
 4. after every finished run, collect everything into ``results/`` (``collect.py``; committed, and with
-   ``--commit`` git-committed) and record the invocation's wall time.
+   ``--commit`` git-committed), measure the finished runs of the diagnosed experiments
+   (``diagnose.py``: the ranking diagnosis and the layer attention, once per run) and record the
+   invocation's wall time.
 
 Finished runs are never redone; delete a run's folder to redo it. What survives a crash: every file
 is written atomically (``engine/atomic.py``), so a command killed at any point is resumed by running
@@ -31,6 +33,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tood_lib.ablations.collect import collect_results
+from tood_lib.ablations.diagnose import DIAGNOSED, diagnose_grid
 from tood_lib.ablations.grid import EXPERIMENTS, REPO_ROOT, experiment_config
 from tood_lib.ablations.grid_lock import grid_lock
 from tood_lib.ablations.run_one import TIMELAPSE_IMAGES
@@ -151,6 +154,12 @@ def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, re
                                    f"{'settled' if p['ok'] else 'NOT settled'}) in {r['seconds']:.0f} s")
                         _log_invocation(results_dir, start, finished, label)
                         collect_results(None, out_root, results_dir, with_complexity)
+                        if run.experiment in DIAGNOSED and not finetune:  # the declared analyses (issue 19)
+                            try:
+                                diagnose_grid(out_root, results_dir, progress=False)
+                            except (OSError, ValueError, RuntimeError) as err:  # an analysis never stops the grid
+                                tqdm.write(f"[ablations] could not diagnose the finished runs ({err}); "
+                                           "`python -m tood_lib ablations diagnose` retries")
                         if commit:
                             git_commit_results(results_dir, f"ablations: {run} AP {r['AP']:.3f}")
                     except RuntimeError as err:
