@@ -216,3 +216,38 @@ def test_the_grid_diagnoses_its_table6_runs_as_they_finish(tmp_path):
     assert set(attention["level"]) == {"P3", "P4", "P5", "P6", "P7"} and set(attention["task"]) == {"cls", "reg"}
     assert attention.groupby(["level", "task"]).size().eq(6).all()  # the small preset's 6 interactive layers
     assert len(pd.read_csv(results / "reliability_cpu.csv")) == 9
+
+
+def test_a_running_grid_records_its_wall_time_before_any_run_finishes(tmp_path, monkeypatch):
+    """The timing log is written every HEARTBEAT_SECONDS while a run is under way, so a command killed
+    mid-run (the end of a session) leaves its time on record; a command with nothing to run adds nothing."""
+    import time
+
+    from tood_lib.ablations import run_grid as grid_module
+    from tood_lib.ablations.runs import Run, run_dir
+
+    seen = []
+
+    def slow_launch(run, out_root, threads, extra, lock_fd=None):
+        deadline = time.time() + 5
+        timing = tmp_path / "results" / "ablations_cpu_timing.json"
+        while not timing.is_file() and time.time() < deadline:
+            time.sleep(0.02)
+        seen.append(json.loads(timing.read_text())["invocations"][0]["runs"] if timing.is_file() else None)
+        run_dir(run, out_root).mkdir(parents=True, exist_ok=True)
+        record = dict(dataset=run.dataset, experiment=run.experiment, seed=run.seed, AP=0.3, seconds=0.0,
+                      plateau=dict(epoch_75=9, AP_75=0.3, AP_final=0.3, ok=True))
+        (run_dir(run, out_root) / "result.json").write_text(json.dumps(record))
+        return record
+
+    monkeypatch.setattr(grid_module, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(grid_module, "_launch", slow_launch)
+    monkeypatch.setattr(grid_module, "prepare_features", lambda *a, **k: None)
+    monkeypatch.setattr(grid_module, "collect_results", lambda *a, **k: None)
+    runs = [Run("shapes", "fcos_parallel", 0)]
+    grid_module.run_grid(runs, jobs=1, out_root=tmp_path / "runs", results_dir=tmp_path / "results", progress=False)
+    assert seen == [0]  # on record, with no finished run, while the run was still going
+    timing = json.loads((tmp_path / "results" / "ablations_cpu_timing.json").read_text())
+    assert [i["runs"] for i in timing["invocations"]] == [1]
+    grid_module.run_grid(runs, jobs=1, out_root=tmp_path / "runs", results_dir=tmp_path / "results", progress=False)
+    assert len(json.loads((tmp_path / "results" / "ablations_cpu_timing.json").read_text())["invocations"]) == 1

@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -40,6 +41,9 @@ from tood_lib.ablations.run_one import TIMELAPSE_IMAGES
 from tood_lib.ablations.runs import (RESULTS_DIR, RUNS_DIR, Run, data_root, feature_dir, grid_of, grid_runs,
                                      pending_runs, read_result, run_dir, run_outcomes)
 from tood_lib.engine.atomic import atomic_write_text, remove_stale_temps
+
+
+HEARTBEAT_SECONDS = 60  # how often a running grid records its wall time between finished runs
 
 
 class RunsFailed(RuntimeError):
@@ -139,6 +143,21 @@ def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, re
             else grid_of(runs, run_outcomes(out_root))
         datasets = {r.dataset for r in runs}
         failures, finished = [], 0
+        # The wall time is logged after every finished run and, between runs, every HEARTBEAT_SECONDS, so
+        # that a command killed mid-run (the end of a session) still has its time on record.
+        log_lock, stopped = threading.Lock(), threading.Event()
+
+        def log_time() -> None:
+            with log_lock:
+                _log_invocation(results_dir, start, finished, label)
+
+        def heartbeat() -> None:
+            while not stopped.wait(HEARTBEAT_SECONDS):
+                log_time()
+
+        launched = bool(todo)  # an invocation with nothing to run is not on record
+        if launched:
+            threading.Thread(target=heartbeat, daemon=True).start()
         with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(runs), initial=len(runs) - len(todo),
                                                                 desc="ablation runs", disable=not progress,
                                                                 dynamic_ncols=True) as bar:
@@ -152,7 +171,7 @@ def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, re
                         p = r["plateau"]
                         tqdm.write(f"[ablations] {run}: AP {r['AP']:.3f} (at 75 %: {p['AP_75']:.3f}, "
                                    f"{'settled' if p['ok'] else 'NOT settled'}) in {r['seconds']:.0f} s")
-                        _log_invocation(results_dir, start, finished, label)
+                        log_time()
                         collect_results(None, out_root, results_dir, with_complexity)
                         if run.experiment in DIAGNOSED and not finetune:  # the declared analyses (issue 19)
                             try:
@@ -175,6 +194,9 @@ def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, re
                         runs = runs + todo
                         bar.total = len(runs)
                         bar.refresh()
+        stopped.set()
+        if launched:
+            log_time()
         collect_results(None, out_root, results_dir, with_complexity)  # every declared run on disk, not only these
         if commit:  # also what an earlier, killed command collected but did not get to commit
             git_commit_results(results_dir, "ablations: results collected")
