@@ -226,6 +226,7 @@ def test_run_grid_runs_the_replacements(tmp_path, monkeypatch):
     monkeypatch.setattr(grid_module, "_launch", fake_launch)
     monkeypatch.setattr(grid_module, "prepare_features", lambda *a, **k: None)
     monkeypatch.setattr(grid_module, "collect_results", lambda *a, **k: None)
+    monkeypatch.setattr(grid_module, "diagnose_grid", lambda *a, **k: None)
     out = tmp_path / "runs"
     core = grid_runs("core")
     run_grid(core, jobs=2, out_root=out, results_dir=tmp_path / "results", progress=False, grid="core")

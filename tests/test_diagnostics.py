@@ -164,3 +164,90 @@ def test_diagnose_measures_each_finished_run_once(tmp_path, monkeypatch):
     assert len(pd.read_csv(tmp_path / "results" / "layer_attention_summary_cpu.csv")) == 1
     diagnose.diagnose_grid(tmp_path, tmp_path / "results", progress=False)
     assert len(calls) == 2  # measured once
+
+
+def test_the_conclusions_render_each_family_from_the_verdict_files(tmp_path):
+    """Issue 19, item 7: a family's section counts its verdicts, gives each claim's Δ ± SE beside the
+    first bench's verdict, and fills the miniature's limits from the level audit, all from the files."""
+    from tood_lib.ablations.conclusions import FAMILIES, family_markdown, family_table, scale_facts
+    from tood_lib.ablations.runs import RESULTS_DIR
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    new.mkdir(), old.mkdir()
+    cols = ["dataset", "claim", "delta", "se", "seeds", "verdict", "metric"]
+    pd.DataFrame([("shapes", "t_head_atss_af", 2.5, 0.5, 5, "reproduced", "AP"),
+                  ("misaligned", "t_head_atss_af", -0.2, 0.4, 5, "not distinguishable", "AP"),
+                  ("shapes", "centerness_helps_atss_parallel", 1.5, 0.2, 3, "reproduced", "AP")], columns=cols) \
+        .to_csv(new / "verdicts_cpu.csv", index=False)
+    pd.DataFrame([("shapes", "t_head_atss_af", -3.2, 0.3, 5, "reversed", "AP")], columns=cols).to_csv(old / "verdicts_cpu.csv", index=False)
+    family = FAMILIES[0]
+    table = family_table(family, new, old).set_index(["claim", "dataset"])
+    assert table.at[("t_head_atss_af", "shapes"), "verdict"] == "reproduced"
+    assert table.at[("t_head_atss_af", "shapes"), "first_bench_verdict"] == "reversed"
+    assert table.at[("t_head_fcos", "shapes"), "verdict"] == "not run"
+    facts = scale_facts(RESULTS_DIR / "levels_bench.csv")
+    assert facts["coco_inside"] > 10 * facts["inside"] and facts["coco_pos_obj"] > facts["pos_obj"]
+    text = family_markdown(family, new, old, facts=facts)
+    assert "Of 2 judged (claim, data set) pairs on this bench: 1 reproduced, 1 not distinguishable." in text
+    assert "Δ +2.50 ± 0.50 AP, 5 seeds; paper +1.9); first bench: reversed" in text
+    assert "parallel + ATSS (shapes): reproduced (Δ +1.50 ± 0.20 AP, 3 seeds)" in text
+    assert f"{facts['pts_side']:.1f} anchor points per side" in text and "{" not in text
+    assert "`configs/ablations/atss_parallel_no_centerness.json`" in text
+    empty = family_markdown(FAMILIES[3], tmp_path / "none", facts=facts)
+    assert "No claim of this family has finished on this bench yet." in empty
+
+
+def test_the_grid_diagnoses_its_table6_runs_as_they_finish(tmp_path):
+    """run_grid measures a finished run of a diagnosed experiment right after collecting it: the ranking
+    table, the reliability curve and (for a T-Head) the layer attention, from the run's own checkpoint."""
+    from tood_lib.ablations.run_grid import run_grid
+    from tood_lib.ablations.runs import Run, run_dir
+
+    tiny = ["data.train_images=8", "train.batch_size=4", "train.epochs=2", "tal.warmup_epochs=1", "data.img_scale=64,64",
+            "train.warmup_iters=1", "train.lr_steps=2"]
+    run = Run("shapes", "atss_t_head", 1)  # (seed 1: no time-lapse to make)
+    results = tmp_path / "results"
+    run_grid([run], jobs=2, out_root=tmp_path / "runs", results_dir=results, overrides=tiny, progress=False,
+             with_complexity=False, analysis_images=4)
+    assert (run_dir(run, tmp_path / "runs") / "diagnosis.json").is_file()
+    ranking = pd.read_csv(results / "ranking_diagnosis_cpu.csv")
+    assert ranking[["experiment", "seed", "images"]].values.tolist() == [["atss_t_head", 1, 200]]
+    attention = pd.read_csv(results / "layer_attention_cpu.csv")
+    assert set(attention["level"]) == {"P3", "P4", "P5", "P6", "P7"} and set(attention["task"]) == {"cls", "reg"}
+    assert attention.groupby(["level", "task"]).size().eq(6).all()  # the small preset's 6 interactive layers
+    assert len(pd.read_csv(results / "reliability_cpu.csv")) == 9
+
+
+def test_a_running_grid_records_its_wall_time_before_any_run_finishes(tmp_path, monkeypatch):
+    """The timing log is written every HEARTBEAT_SECONDS while a run is under way, so a command killed
+    mid-run (the end of a session) leaves its time on record; a command with nothing to run adds nothing."""
+    import time
+
+    from tood_lib.ablations import run_grid as grid_module
+    from tood_lib.ablations.runs import Run, run_dir
+
+    seen = []
+
+    def slow_launch(run, out_root, threads, extra, lock_fd=None):
+        deadline = time.time() + 5
+        timing = tmp_path / "results" / "ablations_cpu_timing.json"
+        while not timing.is_file() and time.time() < deadline:
+            time.sleep(0.02)
+        seen.append(json.loads(timing.read_text())["invocations"][0]["runs"] if timing.is_file() else None)
+        run_dir(run, out_root).mkdir(parents=True, exist_ok=True)
+        record = dict(dataset=run.dataset, experiment=run.experiment, seed=run.seed, AP=0.3, seconds=0.0,
+                      plateau=dict(epoch_75=9, AP_75=0.3, AP_final=0.3, ok=True))
+        (run_dir(run, out_root) / "result.json").write_text(json.dumps(record))
+        return record
+
+    monkeypatch.setattr(grid_module, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(grid_module, "_launch", slow_launch)
+    monkeypatch.setattr(grid_module, "prepare_features", lambda *a, **k: None)
+    monkeypatch.setattr(grid_module, "collect_results", lambda *a, **k: None)
+    runs = [Run("shapes", "fcos_parallel", 0)]
+    grid_module.run_grid(runs, jobs=1, out_root=tmp_path / "runs", results_dir=tmp_path / "results", progress=False)
+    assert seen == [0]  # on record, with no finished run, while the run was still going
+    timing = json.loads((tmp_path / "results" / "ablations_cpu_timing.json").read_text())
+    assert [i["runs"] for i in timing["invocations"]] == [1]
+    grid_module.run_grid(runs, jobs=1, out_root=tmp_path / "runs", results_dir=tmp_path / "results", progress=False)
+    assert len(json.loads((tmp_path / "results" / "ablations_cpu_timing.json").read_text())["invocations"]) == 1

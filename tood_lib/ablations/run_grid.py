@@ -12,7 +12,9 @@
    runs finish sooner than one two-thread run after another). An interrupted run continues from its
    ``last.pth``;
 4. after every finished run, collect everything into ``results/`` (``collect.py``; committed, and with
-   ``--commit`` git-committed) and record the invocation's wall time.
+   ``--commit`` git-committed), measure the finished runs of the diagnosed experiments
+   (``diagnose.py``: the ranking diagnosis and the layer attention, once per run) and record the
+   invocation's wall time.
 
 Finished runs are never redone; delete a run's folder to redo it. What survives a crash: every file
 is written atomically (``engine/atomic.py``), so a command killed at any point is resumed by running
@@ -24,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -31,12 +34,16 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tood_lib.ablations.collect import collect_results
+from tood_lib.ablations.diagnose import DIAGNOSED, diagnose_grid
 from tood_lib.ablations.grid import EXPERIMENTS, REPO_ROOT, experiment_config
 from tood_lib.ablations.grid_lock import grid_lock
 from tood_lib.ablations.run_one import TIMELAPSE_IMAGES
 from tood_lib.ablations.runs import (RESULTS_DIR, RUNS_DIR, Run, data_root, feature_dir, grid_of, grid_runs,
                                      pending_runs, read_result, run_dir, run_outcomes)
 from tood_lib.engine.atomic import atomic_write_text, remove_stale_temps
+
+
+HEARTBEAT_SECONDS = 60  # how often a running grid records its wall time between finished runs
 
 
 class RunsFailed(RuntimeError):
@@ -136,6 +143,21 @@ def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, re
             else grid_of(runs, run_outcomes(out_root))
         datasets = {r.dataset for r in runs}
         failures, finished = [], 0
+        # The wall time is logged after every finished run and, between runs, every HEARTBEAT_SECONDS, so
+        # that a command killed mid-run (the end of a session) still has its time on record.
+        log_lock, stopped = threading.Lock(), threading.Event()
+
+        def log_time() -> None:
+            with log_lock:
+                _log_invocation(results_dir, start, finished, label)
+
+        def heartbeat() -> None:
+            while not stopped.wait(HEARTBEAT_SECONDS):
+                log_time()
+
+        launched = bool(todo)  # an invocation with nothing to run is not on record
+        if launched:
+            threading.Thread(target=heartbeat, daemon=True).start()
         with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(runs), initial=len(runs) - len(todo),
                                                                 desc="ablation runs", disable=not progress,
                                                                 dynamic_ncols=True) as bar:
@@ -149,8 +171,14 @@ def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, re
                         p = r["plateau"]
                         tqdm.write(f"[ablations] {run}: AP {r['AP']:.3f} (at 75 %: {p['AP_75']:.3f}, "
                                    f"{'settled' if p['ok'] else 'NOT settled'}) in {r['seconds']:.0f} s")
-                        _log_invocation(results_dir, start, finished, label)
+                        log_time()
                         collect_results(None, out_root, results_dir, with_complexity)
+                        if run.experiment in DIAGNOSED and not finetune:  # the declared analyses (issue 19)
+                            try:
+                                diagnose_grid(out_root, results_dir, progress=False)
+                            except (OSError, ValueError, RuntimeError) as err:  # an analysis never stops the grid
+                                tqdm.write(f"[ablations] could not diagnose the finished runs ({err}); "
+                                           "`python -m tood_lib ablations diagnose` retries")
                         if commit:
                             git_commit_results(results_dir, f"ablations: {run} AP {r['AP']:.3f}")
                     except RuntimeError as err:
@@ -166,6 +194,9 @@ def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, re
                         runs = runs + todo
                         bar.total = len(runs)
                         bar.refresh()
+        stopped.set()
+        if launched:
+            log_time()
         collect_results(None, out_root, results_dir, with_complexity)  # every declared run on disk, not only these
         if commit:  # also what an earlier, killed command collected but did not get to commit
             git_commit_results(results_dir, "ablations: results collected")

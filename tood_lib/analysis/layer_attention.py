@@ -59,3 +59,30 @@ def layer_attention_summary(frame: pd.DataFrame) -> dict:
     gap = (tasks["cls"] - tasks["reg"]).abs()
     return dict(level_gap=level_gap, task_gap_max=float(gap.max()), task_gap_mean=float(gap.mean()),
                 task_gap_by_level={level: float(g.mean()) for level, g in gap.groupby(level="level")})
+
+
+def plot_layer_attention_by_level(frame: pd.DataFrame, models: dict[str, tuple[str, str]]):
+    """The trained layer attention per level: one panel per model ({label: (data set, experiment)}),
+    w_cls - w_reg for each interactive layer (x) and level (one line each), mean over the model's
+    seeds. Lines that lie apart say the levels weight their layers differently; a line away from 0
+    says the two tasks do. ``frame``: ``results/layer_attention_cpu.csv``."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.8), squeeze=False, sharey=True,
+                             constrained_layout=True)
+    for ax, (label, (dataset, experiment)) in zip(axes[0], models.items()):
+        rows = frame[(frame["dataset"] == dataset) & (frame["experiment"] == experiment)]
+        if rows.empty:
+            ax.text(0.5, 0.5, "not run yet", ha="center", va="center", transform=ax.transAxes)
+        else:
+            tasks = rows.pivot_table(index=["level", "layer", "seed"], columns="task", values="weight")
+            gap = (tasks["cls"] - tasks["reg"]).groupby(level=["level", "layer"]).mean()
+            for i, (level, g) in enumerate(gap.groupby(level="level")):
+                ax.plot(g.index.get_level_values("layer"), g.to_numpy(), "o-", color=f"C{i}", label=level)
+            ax.set_title(f"{label} ({dataset}, {rows['seed'].nunique()} seeds)", fontsize=10)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xlabel("interactive layer k")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("$w^{cls}_k - w^{reg}_k$ (mean over val images)")
+    axes[0, -1].legend(title="level", fontsize=8)
+    return fig

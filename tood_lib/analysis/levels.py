@@ -199,3 +199,29 @@ def run_level_shares(model, val_set, cfg, batch_size: int = 16) -> dict:
     return dict(atss_ground_truth=level_summary(assignment_audit(val_set, cfg, "atss", batch_size=batch_size), strides),
                 tal_predictions=level_summary(assignment_audit(val_set, cfg, "tal", model=model, batch_size=batch_size), strides),
                 detections=level_summary(detection_audit(model, val_set, batch_size=batch_size), strides))
+
+
+def plot_level_shares(rows: pd.DataFrame, label_column: str = "data", title: str = "", strides=(8, 16, 32, 64, 128)):
+    """Stacked horizontal bars of the share of positives (or detections) per level, one bar per row of
+    ``rows`` (each with ``share_P3``..``share_P7`` and a label in ``label_column``), first row on top:
+    ``results/levels_bench.csv`` or the per-run audit ``results/levels_runs_cpu.csv``."""
+    import matplotlib.pyplot as plt
+
+    names = level_names(strides)
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.4), constrained_layout=True)
+    left = np.zeros(len(rows))
+    y = np.arange(len(rows))[::-1]
+    for i, name in enumerate(names):
+        values = rows[f"share_{name}"].to_numpy(float)
+        ax.barh(y, values, left=left, color=plt.get_cmap("viridis")(i / (len(names) - 1)), label=name)
+        for yy, lo, v in zip(y, left, values):
+            if v >= 6:
+                ax.text(lo + v / 2, yy, f"{v:.0f}", ha="center", va="center", fontsize=8, color="white" if i < 3 else "black")
+        left += values
+    ax.set_yticks(y, rows[label_column].tolist(), fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("% on each level")
+    ax.legend(ncols=len(names), loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title, pad=22)
+    return fig

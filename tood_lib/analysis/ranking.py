@@ -87,3 +87,33 @@ def ranking_diagnosis(model, dataset, progress: bool = False) -> tuple[dict, pd.
     detections, _ = predict_dataset(model, dataset, progress=progress)
     rows = detection_rows(detections, dataset)
     return ranking_summary(rows, len(dataset), model.cfg.test.max_per_img), reliability_curve(rows)
+
+
+def plot_reliability(reliability: pd.DataFrame, experiments: dict[str, str], dataset: str):
+    """The reliability curves of ``experiments`` ({label: experiment}) on one data set: per score bin, the
+    detections' mean IoU with their object (line, mean over seeds) and how many detections fall in it
+    (bars, mean over seeds, log scale). A well-ranked detector's line rises with the score, and its bars
+    do not pile up at the lowest scores. ``reliability``: ``results/reliability_cpu.csv``."""
+    import matplotlib.pyplot as plt
+
+    part = reliability[(reliability["dataset"] == dataset) & (reliability["detections"] > 0)]
+    fig, (ax_iou, ax_n) = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True)
+    for i, (label, name) in enumerate(experiments.items()):
+        rows = part[part["experiment"] == name]
+        if rows.empty:
+            continue
+        mean = rows.groupby("score_lo").agg(mean_iou=("mean_iou", "mean"), detections=("detections", "mean"),
+                                             score_hi=("score_hi", "first"), seeds=("seed", "nunique"))
+        centre = (mean.index + mean["score_hi"]) / 2
+        ax_iou.plot(centre, mean["mean_iou"], "o-", color=f"C{i}", label=f"{label} ({int(mean['seeds'].max())} seeds)")
+        width = (mean["score_hi"] - mean.index) / (len(experiments) + 1)
+        ax_n.bar(mean.index + width * (i + 0.5), mean["detections"], width=width, align="edge", color=f"C{i}", label=label)
+    ax_iou.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="score = IoU")
+    ax_iou.set(xlabel="detection score (bin centre)", ylabel="mean IoU with its object", xlim=(0, 1), ylim=(0, 1),
+               title=f"{dataset}: is a higher score a better box?")
+    ax_n.set(xlabel="detection score", ylabel="detections per bin (mean over seeds)", yscale="log", xlim=(0, 1),
+             title=f"{dataset}: where the detections' scores lie")
+    ax_iou.legend(fontsize=8)
+    ax_n.legend(fontsize=8)
+    ax_iou.grid(alpha=0.3)
+    return fig
