@@ -16,7 +16,7 @@ def test_feature_sizes_follow_the_ceil_rule():
 
 
 def test_an_anchor_sized_object_and_a_small_one():
-    cfg = experiment_config("fcos_parallel")
+    cfg = experiment_config("fcos_parallel", bench="single_level")  # anchors 8 strides wide, as on COCO
     # object 0 is exactly P3's anchor box at the point (64, 64) (8 x stride 8 = 64 px);
     # object 1 (12 px) is far smaller than any anchor box: its best IoU is (12/64)^2
     data = [_item([[32.0, 32.0, 96.0, 96.0], [100.0, 4.0, 112.0, 16.0]])]

@@ -60,6 +60,10 @@ def test_verdicts_follow_from_the_rows(results, bench):
     for dataset in runs["dataset"].unique():
         fresh = verdict_table(runs[runs["dataset"] == dataset], dataset).set_index("claim")
         mine = committed[committed["dataset"] == dataset].set_index("claim")
+        if bench == "single_level":  # the first bench's grid has the claims declared while it ran, not the later diagnostics
+            fresh = fresh.loc[fresh.index.intersection(mine.index)]
+            assert len(fresh) >= 20
+        assert set(fresh.index) <= set(mine.index), sorted(set(fresh.index) - set(mine.index))
         assert (fresh["verdict"] == mine.loc[fresh.index, "verdict"]).all()
 
 

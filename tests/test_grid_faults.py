@@ -27,7 +27,7 @@ TINY = ["data.train_images=8", "train.batch_size=4", "train.epochs=2", "tal.warm
         "train.warmup_iters=1", "train.lr_steps=2"]  # 2 epochs of 2 steps, evaluated after each
 RUNS = [Run("shapes", "fcos_parallel", 0), Run("shapes", "fcos_parallel", 1)]
 ARGS = ["ablations", "run", "fcos_parallel", "--datasets", "shapes", "--seeds", "0", "1", "--set", *TINY]
-TIMES = ["seconds", "train_eval_seconds"]  # the only columns that differ between two runs of one grid
+TIMES = ["seconds", "train_eval_seconds", "levels_seconds"]  # the only columns that differ between two runs of one grid
 # written in place, not atomically, and why that is safe:
 APPEND_ONLY = {"metrics.jsonl": "the run's log, appended to; a line cut by a kill is dropped when the run resumes",
                "log.txt": "the run's console output, appended to; never read back"}
