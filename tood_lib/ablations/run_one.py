@@ -162,7 +162,7 @@ def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = T
                           + (overrides or []))
     root = data_root(run.dataset, bench)
     analysed = run.experiment in TABLE6 and not finetune
-    timelapse = analysed and run.seed == 0
+    timelapse = analysed and run.seed == 0 and schedule_factor == 1  # (the schedule check keeps no time-lapse)
     start = time.perf_counter()
     schedule = scaled_schedule(bench_schedule(bench), schedule_factor)
     on_schedule = cfg.train.epochs == schedule.epochs  # (shrunk test runs: every epoch, the 75 % rule)
