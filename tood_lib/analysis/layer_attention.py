@@ -84,5 +84,7 @@ def plot_layer_attention_by_level(frame: pd.DataFrame, models: dict[str, tuple[s
         ax.set_xlabel("interactive layer k")
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("$w^{cls}_k - w^{reg}_k$ (mean over val images)")
-    axes[0, -1].legend(title="level", fontsize=8)
+    labelled = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]
+    if labelled:  # (a panel of a model without finished runs has no lines)
+        labelled[-1].legend(title="level", fontsize=8)
     return fig

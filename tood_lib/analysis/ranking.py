@@ -113,7 +113,8 @@ def plot_reliability(reliability: pd.DataFrame, experiments: dict[str, str], dat
                title=f"{dataset}: is a higher score a better box?")
     ax_n.set(xlabel="detection score", ylabel="detections per bin (mean over seeds)", yscale="log", xlim=(0, 1),
              title=f"{dataset}: where the detections' scores lie")
-    ax_iou.legend(fontsize=8)
-    ax_n.legend(fontsize=8)
+    for ax in (ax_iou, ax_n):  # (a data set without finished runs has nothing to label)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     ax_iou.grid(alpha=0.3)
     return fig
