@@ -38,6 +38,17 @@ def test_a_committed_bench_row_is_what_the_code_computes(dataset):
     fresh = audit_row("x", bench_data_root(dataset, "multi_level"), "val", (canvas, canvas), scale)
     for level in ("P3", "P4", "P5", "P6", "P7"):
         assert fresh[f"share_{level}"] == pytest.approx(row[f"share_{level}"], abs=0.01)
+        assert fresh[f"pool_{level}"] == pytest.approx(row[f"pool_{level}"], abs=0.01)
+
+
+def test_tal_candidate_pool_is_mostly_p3_on_coco_and_on_the_bench_alike():
+    """The anchor points inside an object are 4x denser on each finer level: on COCO at the official
+    resize as on the bench, about three quarters of TAL's candidates lie on P3 (ablations/mechanisms.py)."""
+    table = _table()
+    for row in table.query("role in ('bench', 'COCO')").to_dict("records"):
+        pool = [row[f"pool_P{k}"] for k in range(3, 8)]
+        assert sum(pool) == pytest.approx(100, abs=0.01) and pool[0] > 60 and pool == sorted(pool, reverse=True), row["data"]
+        assert row["share_P3"] < pool[0], row["data"]  # ATSS draws less from P3 than the pool holds
 
 
 def test_the_committed_table_names_no_machine_path():

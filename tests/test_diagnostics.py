@@ -216,6 +216,10 @@ def test_the_grid_diagnoses_its_table6_runs_as_they_finish(tmp_path):
     assert set(attention["level"]) == {"P3", "P4", "P5", "P6", "P7"} and set(attention["task"]) == {"cls", "reg"}
     assert attention.groupby(["level", "task"]).size().eq(6).all()  # the small preset's 6 interactive layers
     assert len(pd.read_csv(results / "reliability_cpu.csv")) == 9
+    parameters = pd.read_csv(results / "layer_attention_parameters_cpu.csv")
+    assert parameters["task"].tolist() == ["cls", "reg"] and parameters["w1_growth"].between(0.5, 2).all()
+    assert (parameters["max_gap_to_bias_only"] < 0.01).all()  # two tiny epochs: still near its init
+    assert (results / "tal_level_course_cpu.csv").read_text().strip() == ""  # seed 1 of a T-Head + ATSS: no course
 
 
 def test_a_running_grid_records_its_wall_time_before_any_run_finishes(tmp_path, monkeypatch):

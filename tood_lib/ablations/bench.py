@@ -150,15 +150,18 @@ def _portable(root) -> str:
 
 def audit_row(label: str, root, split: str, canvas: tuple[int, int], anchor_scale: float, preset: str = "tood_small",
               images: int | None = None) -> dict:
-    """ATSS on the ground truth of one split at one size -> a level-summary row (``data`` = label)."""
-    from tood_lib.analysis.levels import assignment_audit, level_summary
+    """ATSS on the ground truth of one split at one size -> a level-summary row (``data`` = label) with
+    TAL's candidate pool per level (``pool_Pk``, ``analysis.levels.pool_shares``)."""
+    from tood_lib.analysis.levels import assignment_audit, level_summary, pool_shares
     from tood_lib.config import apply_overrides, get_preset
     from tood_lib.data.coco import CocoDetection
 
     cfg = apply_overrides(get_preset(preset), [f"data.img_scale={canvas[0]},{canvas[1]}", f"model.anchor_scale={anchor_scale:g}"])
     dataset = CocoDetection(root, split, cfg.data, train=False, verbose=False)
-    summary = level_summary(assignment_audit(dataset, cfg, "atss", images=images), cfg.model.strides)
-    return dict(data=label, root=_portable(root), split=split, size=f"{canvas[0]}x{canvas[1]}", anchor_scale=anchor_scale, **summary)
+    audit = assignment_audit(dataset, cfg, "atss", images=images)
+    summary = level_summary(audit, cfg.model.strides)
+    return dict(data=label, root=_portable(root), split=split, size=f"{canvas[0]}x{canvas[1]}", anchor_scale=anchor_scale,
+                **summary, **pool_shares(audit, cfg.model.strides))
 
 
 def bench_level_table(coco_root=None, candidates: bool = True) -> pd.DataFrame:

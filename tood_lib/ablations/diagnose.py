@@ -12,7 +12,13 @@ writes, for all of them:
   score-IoU rank correlation, Table 6's categories);
 * ``reliability_cpu.csv``: per run and score bin, the detections and their mean IoU with their object;
 * ``layer_attention_cpu.csv``: per T-Head run, level, task and layer, the mean layer-attention weight
-  over the val split, and ``layer_attention_summary_cpu.csv`` its gaps between levels and between tasks.
+  over the val split, and ``layer_attention_summary_cpu.csv`` its gaps between levels and between tasks;
+* ``layer_attention_parameters_cpu.csv``: per T-Head run and task, the size of the layer attention's
+  two 1x1 convs against their init and how far the measured weights lie from its biases alone
+  (``analysis.layer_attention.layer_attention_parameters``: why the weights can be level-independent);
+* ``tal_level_course_cpu.csv``: for the time-lapse runs (seed 0) trained with TAL, where TAL puts its
+  positives at epochs :data:`COURSE_EPOCHS` beside its candidate pool (``analysis.levels.tal_level_course``;
+  kept per run as ``tal_level_course.json``).
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from tood_lib.ablations.runs import RESULTS_DIR, RUNS_DIR, TABLE6, Run, feature_
 from tood_lib.engine.atomic import atomic_write_csv, atomic_write_text
 
 DIAGNOSED = TABLE6 + ("atss_parallel_no_centerness", "atss_qfl_t_head")
+COURSE_EPOCHS = (1, 2, 4, 8, 16, 24, 32)  # the TAL level course: the warm-up's end, TAL's first epochs, the LR drops
 
 
 def _val_set(run: Run, model, cfg, out_root: Path, bench: str | None):
@@ -58,6 +65,44 @@ def diagnose_run(run: Run, out_root: str | Path = RUNS_DIR, bench: str | None = 
     return record
 
 
+def _attention_parameters(run: Run, diagnosis: dict, out_root: Path) -> list[dict]:
+    """The layer attention's parameters of a T-Head run (its ``last.pth``; cheap, not cached), with the
+    gap of its measured weights (``diagnosis``) to the biases alone. The N bias-only weights become
+    columns ``bias_only_1..N``."""
+    from tood_lib.analysis.layer_attention import layer_attention_parameters
+    from tood_lib.api import load_model
+
+    path = run_dir(run, out_root) / "last.pth"
+    if not path.is_file():
+        tqdm.write(f"[diagnose] {path} is missing: {run} has no layer-attention parameters")
+        return []
+    model, _ = load_model(path)
+    rows = layer_attention_parameters(model, pd.DataFrame(diagnosis["layer_attention"])).to_dict("records")
+    for row in rows:
+        row.update({f"bias_only_{k + 1}": v for k, v in enumerate(row.pop("bias_only"))})
+    return rows
+
+
+def _level_course(run: Run, out_root: Path, bench: str | None) -> list[dict]:
+    """The TAL level course of a time-lapse run trained with TAL (measured once, kept as
+    ``tal_level_course.json``); [] for any other run."""
+    from tood_lib.ablations.grid import EXPERIMENTS
+
+    folder = run_dir(run, out_root)
+    path = folder / "tal_level_course.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    if EXPERIMENTS[run.experiment].assigner != "tal" or not (folder / f"epoch_{COURSE_EPOCHS[0]}.pth").is_file():
+        return []
+    from tood_lib.analysis.levels import tal_level_course
+    from tood_lib.api import load_model
+
+    model, cfg = load_model(folder / "last.pth")
+    rows = tal_level_course(folder, _val_set(run, model, cfg, out_root, bench), COURSE_EPOCHS).to_dict("records")
+    atomic_write_text(path, json.dumps(rows, indent=2))
+    return rows
+
+
 def diagnose_grid(out_root: str | Path = RUNS_DIR, results_dir: str | Path = RESULTS_DIR, progress: bool = True) -> pd.DataFrame:
     """Diagnose every finished run of :data:`DIAGNOSED` under ``out_root`` not yet diagnosed, then write
     the four result files (module docstring) from all of them. -> the ranking table."""
@@ -71,7 +116,7 @@ def diagnose_grid(out_root: str | Path = RUNS_DIR, results_dir: str | Path = RES
     todo = [(run, r) for run, r in runs if not (run_dir(run, out_root) / "diagnosis.json").is_file()]
     for run, r in tqdm(todo, desc="diagnosing runs", disable=not progress):
         diagnose_run(run, out_root, r.get("bench"))
-    ranking, reliability, attention, attention_summary = [], [], [], []
+    ranking, reliability, attention, attention_summary, parameters, course = [], [], [], [], [], []
     for run, r in runs:
         path = run_dir(run, out_root) / "diagnosis.json"
         try:
@@ -87,10 +132,14 @@ def diagnose_grid(out_root: str | Path = RUNS_DIR, results_dir: str | Path = RES
             attention_summary.append(dict(**key, level_gap=s["level_gap"], task_gap_max=s["task_gap_max"],
                                           task_gap_mean=s["task_gap_mean"],
                                           **{f"task_gap_{k}": v for k, v in s["task_gap_by_level"].items()}))
+            parameters += [dict(**key, **row) for row in _attention_parameters(run, d, out_root)]
+        course += [dict(**key, **row) for row in _level_course(run, out_root, r.get("bench"))]
     results_dir.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(ranking)
     atomic_write_csv(table, results_dir / "ranking_diagnosis_cpu.csv", "%.4f")
     atomic_write_csv(pd.DataFrame(reliability), results_dir / "reliability_cpu.csv", "%.4f")
     atomic_write_csv(pd.DataFrame(attention), results_dir / "layer_attention_cpu.csv", "%.5f")
     atomic_write_csv(pd.DataFrame(attention_summary), results_dir / "layer_attention_summary_cpu.csv", "%.5f")
+    atomic_write_csv(pd.DataFrame(parameters), results_dir / "layer_attention_parameters_cpu.csv", "%.6f")
+    atomic_write_csv(pd.DataFrame(course), results_dir / "tal_level_course_cpu.csv", "%.3f")
     return table

@@ -88,3 +88,47 @@ def plot_layer_attention_by_level(frame: pd.DataFrame, models: dict[str, tuple[s
     if labelled:  # (a panel of a model without finished runs has no lines)
         labelled[-1].legend(title="level", fontsize=8)
     return fig
+
+
+INIT_STD = 0.001  # both 1x1 convs of the layer attention start at N(0, 0.001²), biases 0 (official init)
+
+
+@torch.no_grad()
+def layer_attention_parameters(model, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Why the trained weights can be the same on every level: the size of the layer attention's two
+    1x1 convs against their init, per task.
+
+    w = σ(W2 · relu(W1 · x̄ + b1) + b2) with x̄ the level's pooled features (Eq. 3). A change of x̄ moves
+    the logit by at most ‖W2‖·‖W1‖·‖Δx̄‖, so while W1 and W2 stay near their N(0, 0.001²) init the
+    weights hardly depend on the level, and what the training changes is the biases: ``bias_only``
+    = σ(W2 · relu(b1) + b2) is the attention with x̄ = 0, the same for every image and level.
+
+    ``frame`` (optional, :func:`layer_attention_by_level` of the same model) adds how far the measured
+    mean weights lie from ``bias_only``. -> one row per task ("cls", "reg") with ``w1_mean_abs``,
+    ``w2_mean_abs``, ``init_mean_abs`` (0.001·√(2/π), the mean |w| of the init), ``w1_growth`` and
+    ``w2_growth`` (trained / init mean |w|), ``b2_spread`` (max - min of b2 over the N layers: what
+    lets the two tasks differ), ``bias_only`` (list of N weights) and, with ``frame``,
+    ``max_gap_to_bias_only``. Empty for a model without layer attention.
+    """
+    import math
+
+    head = model.head
+    init_mean_abs = INIT_STD * math.sqrt(2 / math.pi)
+    rows = []
+    for task in ("cls", "reg"):
+        decomp = getattr(head, f"{task}_decomp", None)
+        if decomp is None or decomp.layer_attention is None:
+            continue
+        conv1, conv2 = decomp.layer_attention[0], decomp.layer_attention[2]
+        w1, w2 = conv1.weight.flatten(1).float(), conv2.weight.flatten(1).float()  # (hidden, N·C), (N, hidden)
+        bias_only = torch.sigmoid(w2 @ torch.relu(conv1.bias.float()) + conv2.bias.float())  # (N,)
+        row = dict(task=task, w1_mean_abs=float(w1.abs().mean()), w2_mean_abs=float(w2.abs().mean()),
+                   init_mean_abs=init_mean_abs, w1_growth=float(w1.abs().mean()) / init_mean_abs,
+                   w2_growth=float(w2.abs().mean()) / init_mean_abs,
+                   b2_spread=float(conv2.bias.max() - conv2.bias.min()), bias_only=[float(v) for v in bias_only])
+        if frame is not None and not frame.empty:
+            measured = frame[frame["task"] == task]
+            row["max_gap_to_bias_only"] = float((measured["weight"] - measured["layer"].map(
+                lambda k: float(bias_only[int(k) - 1]))).abs().max())
+        rows.append(row)
+    return pd.DataFrame(rows)

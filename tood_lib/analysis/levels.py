@@ -225,3 +225,41 @@ def plot_level_shares(rows: pd.DataFrame, label_column: str = "data", title: str
     if title:
         ax.set_title(title, pad=22)
     return fig
+
+
+def pool_shares(audit: pd.DataFrame, strides=(8, 16, 32, 64, 128)) -> dict:
+    """TAL's candidate pool per level: of all anchor points that lie inside an object (the points TAL's
+    top-m may pick, ``inside_Pk`` of an :func:`assignment_audit`), the % on each level -> ``pool_Pk``.
+
+    Points are 4x denser on each finer level, so for any object larger than a few strides the pool is
+    ~3/4 on P3 (1 / (1 + 1/4 + 1/16 + ...)), on COCO as on a miniature. A TAL whose alignment metric t
+    does not prefer a level picks its positives in these proportions; ATSS does not (it takes its top
+    k per level, then keeps those whose anchor shape fits the box)."""
+    names = level_names(strides)
+    inside = audit[[f"inside_{n}" for n in names]].to_numpy().sum(0).astype(float)
+    return {f"pool_{n}": 100.0 * v / max(inside.sum(), 1.0) for n, v in zip(names, inside)}
+
+
+def tal_level_course(folder, dataset, epochs, images: int | None = None) -> pd.DataFrame:
+    """Where TAL puts its positives as a run trains: TAL on the dense predictions of the run's
+    checkpoints ``folder/epoch_{e}.pth`` for e in ``epochs`` (those present), on ``dataset`` (test mode,
+    the run's cached features) -> one row per epoch: epoch, ``trained_with`` (the assigner of that epoch:
+    "atss" during the warm-up), ``share_Pk``, positives_per_object, and the
+    candidate pool's ``pool_Pk`` (:func:`pool_shares`, the same for every epoch)."""
+    from pathlib import Path
+
+    from tood_lib.api import load_model
+
+    rows = []
+    for epoch in epochs:
+        path = Path(folder) / f"epoch_{epoch}.pth"
+        if not path.is_file():
+            continue
+        model, cfg = load_model(path)
+        model.eval()
+        audit = assignment_audit(dataset, cfg, "tal", model=model, images=images)
+        s = level_summary(audit, cfg.model.strides)
+        rows.append(dict(epoch=epoch, trained_with="atss" if epoch <= cfg.tal.warmup_epochs else cfg.tal.assigner,
+                         positives_per_object=s["positives_per_object"],
+                         **{k: v for k, v in s.items() if k.startswith("share_")}, **pool_shares(audit, cfg.model.strides)))
+    return pd.DataFrame(rows)

@@ -1,0 +1,130 @@
+"""The two mechanisms found on the multi-level grid (ablations/mechanisms.py): the layer attention's
+parameters against their init, TAL's candidate pool and its level course over training, and the
+Markdown that renders them (every direction it states computed from the numbers)."""
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from tood_lib.ablations.mechanisms import layer_attention_mechanism, tal_level_mechanism
+from tood_lib.analysis.layer_attention import layer_attention_parameters
+from tood_lib.analysis.levels import pool_shares
+from tood_lib.config import apply_overrides, build_model, get_preset
+
+
+def test_the_pool_is_the_share_of_inside_points_per_level():
+    audit = pd.DataFrame([dict(inside_P3=16, inside_P4=4, inside_P5=1, inside_P6=0, inside_P7=0),
+                          dict(inside_P3=48, inside_P4=12, inside_P5=3, inside_P6=1, inside_P7=0)])
+    shares = pool_shares(audit)
+    assert shares == pytest.approx(dict(pool_P3=64 / 85 * 100, pool_P4=16 / 85 * 100, pool_P5=4 / 85 * 100,
+                                        pool_P6=1 / 85 * 100, pool_P7=0.0))
+
+
+def _attention_frame(model, pooled_by_level: dict[str, torch.Tensor]) -> pd.DataFrame:
+    """What layer_attention_by_level measures, from given pooled features: (images, N·C, 1, 1) per level."""
+    rows = []
+    for level, pooled in pooled_by_level.items():
+        for task in ("cls", "reg"):
+            w = getattr(model.head, f"{task}_decomp").attention(pooled)
+            rows += [dict(level=level, task=task, layer=k + 1, weight=float(w[:, k].mean()), std=0.0) for k in range(w.shape[1])]
+    return pd.DataFrame(rows)
+
+
+def test_a_fresh_layer_attention_is_its_init_and_its_biases_alone():
+    torch.manual_seed(0)
+    model = build_model(get_preset("tood_small")).eval()
+    channels = model.head.cls_decomp.feat_channels * model.head.cls_decomp.stacked_convs
+    pooled = {"P3": torch.rand(4, channels, 1, 1) * 3, "P4": torch.rand(4, channels, 1, 1)}
+    with torch.no_grad():
+        fresh = layer_attention_parameters(model, _attention_frame(model, pooled)).set_index("task")
+        assert list(fresh.index) == ["cls", "reg"]
+        assert fresh["w1_growth"].between(0.9, 1.1).all() and fresh["w2_growth"].between(0.7, 1.3).all()
+        assert all(v == pytest.approx([0.5] * model.head.cls_decomp.stacked_convs) for v in fresh["bias_only"])
+        assert fresh["max_gap_to_bias_only"].max() < 1e-3 and fresh["b2_spread"].max() == 0.0
+        # weights that have grown make w depend on the input: the gap to the biases alone says so
+        for task in ("cls", "reg"):
+            attention = getattr(model.head, f"{task}_decomp").layer_attention
+            attention[0].weight.mul_(300)
+            attention[2].weight.mul_(300)
+            attention[2].bias.copy_(torch.linspace(-1, 1, attention[2].bias.numel()))
+        grown = layer_attention_parameters(model, _attention_frame(model, pooled)).set_index("task")
+    assert (grown["w1_growth"] > 250).all() and grown["b2_spread"].tolist() == pytest.approx([2.0, 2.0])
+    assert grown["max_gap_to_bias_only"].min() > 1e-2
+    no_attention = build_model(apply_overrides(get_preset("tood_small"), ["model.head_layer_attention=false"]))
+    assert layer_attention_parameters(no_attention).empty
+
+
+def test_the_tal_level_course_follows_a_run_through_its_checkpoints(tmp_path):
+    """Two epochs of a tiny TOOD (one ATSS warm-up epoch): one row per checkpoint present, the assigner
+    of that epoch, shares of TAL's positives and the pool, each summing to 100 %."""
+    from tood_lib.analysis.levels import assignment_audit, tal_level_course
+    from tood_lib.data.builtin import build_builtin_dataset
+    from tood_lib.data.coco import CocoDetection
+    from tood_lib.engine.trainer import Trainer
+
+    root = build_builtin_dataset(tmp_path / "data", num_train=8, num_val=6, scenes="shapes", sizes="multi_level",
+                                 progress=False)
+    cfg = apply_overrides(get_preset("tood_small"), [
+        "data.img_scale=128,128", "model.anchor_scale=2", "train.batch_size=4", "train.epochs=2", "tal.warmup_epochs=1",
+        "train.warmup_iters=1", "train.lr_steps=2"])
+    Trainer(cfg, root, tmp_path / "run", amp="off", progress=False, evaluate_at_end=False).fit()
+    val = CocoDetection(root, "val", cfg.data, train=False, verbose=False)
+    course = tal_level_course(tmp_path / "run", val, epochs=(1, 2, 5))
+    assert course["epoch"].tolist() == [1, 2] and course["trained_with"].tolist() == ["atss", "tal"]
+    shares = course[[f"share_P{k}" for k in range(3, 8)]].sum(axis=1)
+    pools = course[[f"pool_P{k}" for k in range(3, 8)]].sum(axis=1)
+    assert shares.round(6).eq(100).all() and pools.round(6).eq(100).all()
+    geometry = pool_shares(assignment_audit(val, cfg, "atss"))  # the pool depends on the boxes and the anchors only
+    assert course.iloc[0][list(geometry)].to_dict() == pytest.approx(geometry)
+
+
+def _write(path, rows):
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def test_the_layer_attention_mechanism_renders_its_numbers(tmp_path):
+    assert layer_attention_mechanism(tmp_path) == ("", {})
+    _write(tmp_path / "layer_attention_parameters_cpu.csv", [
+        dict(dataset="shapes", experiment="tood", seed=0, task=t, w1_growth=g1, w2_growth=g2, b2_spread=b,
+             max_gap_to_bias_only=gap)
+        for t, g1, g2, b, gap in (("cls", 0.97, 1.7, 0.31, 1.4e-4), ("reg", 0.93, 0.82, 0.11, 4e-6))])
+    _write(tmp_path / "layer_attention_summary_cpu.csv", [dict(dataset="shapes", experiment="tood", seed=0,
+                                                               level_gap=3e-5, task_gap_max=0.08)])
+    _write(tmp_path / "ablation_runs_cpu.csv", [dict(steps=4000)])
+    _write(tmp_path / "verdicts_cpu.csv", [dict(dataset="shapes", claim="layer_attention_helps", delta=0.08, se=0.46,
+                                                seeds=3, verdict="not distinguishable"),
+                                           dict(dataset="shapes", claim="offsets_help", delta=3.0, se=0.6, seeds=3,
+                                                verdict="reproduced")])
+    text, facts = layer_attention_mechanism(tmp_path)
+    assert facts["runs"] == 1 and facts["w1_growth_max"] == 0.97 and facts["steps"] == 4000
+    assert "**0.93–0.97×**" in text and "**0.82–1.70×**" in text and "**1.4e-04**" in text and "**4000**" in text
+    assert "facts[" not in text and "None" not in text
+    assert facts["layer_attention_helps"] == {"shapes": "not distinguishable"}
+    assert "shapes: **not distinguishable** (Δ +0.08 ± 0.46 AP, 3 seeds)" in text and "reproduced" not in text
+
+
+def test_the_tal_level_mechanism_says_where_the_positives_go_from_the_numbers(tmp_path):
+    def files(first_tal, last):
+        course = [dict(dataset="shapes", experiment="tood", seed=0, epoch=e, trained_with=w, share_P3=s,
+                       **{f"pool_P{k}": p for k, p in zip(range(3, 8), (77, 18, 4, 1, 0))})
+                  for e, w, s in ((1, "atss", 54), (2, "tal", first_tal), (32, "tal", last))]
+        _write(tmp_path / "tal_level_course_cpu.csv", course)
+        _write(tmp_path / "levels_bench.csv", [dict(data="COCO (coco_tiny, val), official resize", split="val",
+                                                    **{f"pool_P{k}": p for k, p in zip(range(3, 8), (75, 19, 5, 1, 0))})])
+        _write(tmp_path / "levels_runs_cpu.csv", [
+            dict(dataset="shapes", experiment="tood", seed=s, kind=k, share_P3=v)
+            for s in (0, 1) for k, v in (("atss_ground_truth", 43), ("tal_predictions", 85), ("detections", 89))])
+
+    assert tal_level_mechanism(tmp_path) == ("", {})
+    files(first_tal=75, last=85)
+    text, facts = tal_level_mechanism(tmp_path)
+    assert facts["shapes_moves_towards_pool"] and facts["shapes_concentrates_further"] and facts["pool_held"]
+    assert facts["coco_pool_P3"] == 75 and facts["shapes_final_P3_mean"] == 85 and facts["shapes_seeds"] == 2
+    assert "**75 / 19 / 5 / 1 / 0 %**" in text and "**77 %** P3" in text and "(towards the pool)" in text
+    assert "does not pull them below" in text
+    files(first_tal=40, last=30)  # a TAL that leaves P3: every direction flips
+    text, facts = tal_level_mechanism(tmp_path)
+    assert not facts["shapes_moves_towards_pool"] and not facts["shapes_concentrates_further"] and not facts["pool_held"]
+    assert "(not towards the pool)" in text and "(not more than" in text and "pulls them below" in text
+    assert not math.isnan(facts["shapes_atss_P3"])
