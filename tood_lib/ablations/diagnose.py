@@ -105,7 +105,7 @@ def _level_course(run: Run, out_root: Path, bench: str | None) -> list[dict]:
 
 def diagnose_grid(out_root: str | Path = RUNS_DIR, results_dir: str | Path = RESULTS_DIR, progress: bool = True) -> pd.DataFrame:
     """Diagnose every finished run of :data:`DIAGNOSED` under ``out_root`` not yet diagnosed, then write
-    the four result files (module docstring) from all of them. -> the ranking table."""
+    the six result files (module docstring) from all of them. -> the ranking table."""
     out_root, results_dir = Path(out_root), Path(results_dir)
     finished = sorted(out_root.glob("*/*/seed*/result.json"))
     runs = []
