@@ -122,7 +122,7 @@ def test_the_tal_level_mechanism_says_where_the_positives_go_from_the_numbers(tm
     assert facts["shapes_moves_towards_pool"] and facts["shapes_concentrates_further"] and facts["pool_held"]
     assert facts["coco_pool_P3"] == 75 and facts["shapes_final_P3_mean"] == 85 and facts["shapes_seeds"] == 2
     assert "**75 / 19 / 5 / 1 / 0 %**" in text and "**77 %** P3" in text and "(towards the pool)" in text
-    assert "does not pull them below" in text
+    assert "does not pull them below" in text and "level. On the shapes (tood, seed 0)" in text  # a sentence begins
     files(first_tal=40, last=30)  # a TAL that leaves P3: every direction flips
     text, facts = tal_level_mechanism(tmp_path)
     assert not facts["shapes_moves_towards_pool"] and not facts["shapes_concentrates_further"] and not facts["pool_held"]

@@ -128,7 +128,7 @@ def tal_level_mechanism(results_dir: str | Path) -> tuple[str, dict]:
         f"quarters P3 on any data set whose objects span a few strides: COCO Tiny at the official resize has "
         f"**{pools} %** of its pool on P3 / P4 / P5 / P6 / P7. ATSS does not draw from the pool in proportion (it takes "
         "its top 9 per level and keeps those whose anchor fits the box); TAL does, unless $t$ prefers a level. "
-        + "; ".join(parts) + ". The level a TAL-trained model detects on is thus set by where TAL's positives went, "
+        + "; ".join(parts)[0].upper() + "; ".join(parts)[1:] + ". The level a TAL-trained model detects on is thus set by where TAL's positives went, "
         f"and on this bench $t$ {'does not pull them below' if held else 'pulls them below'} the pool's share of P3 "
         "(within 5 points at the last epoch). What this bench cannot say is whether on COCO, "
         "where a large object's box is better predicted from a coarse level, $t$ does; TAL's level audit of the "
