@@ -39,6 +39,12 @@ if [ ! -f "$STAMP" ] || [ -n "$missing" ]; then
   if ! "$VENV/bin/python" -m pip install --quiet -e "$ROOT${ALL:+[$ALL]}" > "$VENV/pip-install.log" 2>&1; then
     cat "$VENV/pip-install.log" >&2
     echo "[setup] pip install failed (log above, also in $VENV/pip-install.log)" >&2
+    if grep -q "No space left on device" "$VENV/pip-install.log"; then
+      # torch's x86_64 wheel is a CUDA build: the venv alone takes about 6 GB
+      echo "[setup] the disk is full: $(df -h "$VENV" | awk 'NR==2 {print $4 " free on " $6}'); the environment needs" \
+           "about 7 GB (torch's wheel is a CUDA build). Free some space (pip's cache: pip cache purge;" \
+           "old virtual environments), then rerun the same command: it picks up where it stopped." >&2
+    fi
     exit 1
   fi
   "$VENV/bin/python" -c "import tood_lib, torch, torchvision" || { echo "[setup] installation failed" >&2; exit 1; }

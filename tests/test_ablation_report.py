@@ -27,6 +27,17 @@ def test_verdict_display_and_ap_curves():
     fig = plot_ap_curves(curves, {"a": "model a", "b": "model b", "c": "absent"}, "shapes", 12)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["model a (3 seeds)", "model b (3 seeds)"]
+    # with a bench's schedule: its LR drops dotted, the two rules' epochs dashed and named
+    from tood_lib.ablations.bench import bench_schedule
+
+    schedule = bench_schedule("multi_level")
+    fig = plot_ap_curves(curves, {"a": "model a"}, "shapes", schedule.epochs, schedule=schedule)
+    ax = fig.axes[0]
+    dashed = sorted(line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--")
+    dotted = sorted(line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":")
+    assert dashed == sorted([schedule.settled_from, schedule.pre_drop_from])
+    assert dotted == [step + 0.5 for step in schedule.lr_steps]
+    assert {" plateau rule from here", " rule before the LR drop from here"} <= {t.get_text() for t in ax.texts}
 
 
 def test_side_by_side_strings_and_plots():

@@ -81,3 +81,36 @@ def test_bootstrap_from_nothing_with_no_extras_then_more_extras_then_none(repo_c
         f.write("\n# changed\n")
     third = bootstrap(root, "")
     assert "installing tood_lib[dev]" in third
+
+
+def test_a_full_disk_is_named_with_what_to_do(tmp_path):
+    """pip failing for lack of space (the CI failure of 2026-12-05) gets a line saying so, with the space
+    free and the way out, not only pip's log. The venv's python is a stand-in that fails like pip."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    fake = venv / "bin" / "python"
+    fake.write_text('#!/usr/bin/env bash\n'
+                    'if [[ "$*" == *"install --quiet -e"* ]]; then\n'
+                    '  echo "ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device"\n'
+                    '  exit 1\n'
+                    'fi\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, TOOD_VENV=str(venv))
+    done = subprocess.run(["bash", str(REPO / "scripts" / "bootstrap.sh"), ""], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "[setup] the disk is full:" in done.stderr and "free on" in done.stderr
+    assert "then rerun the same command" in done.stderr
+    assert not list(venv.glob(".installed-*"))  # nothing marked installed
+
+
+def test_another_pip_failure_is_not_called_a_full_disk(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    fake = venv / "bin" / "python"
+    fake.write_text('#!/usr/bin/env bash\n[[ "$*" == *"install --quiet -e"* ]] && { echo "ERROR: no matching distribution"; exit 1; }\nexit 0\n')
+    fake.chmod(0o755)
+    done = subprocess.run(["bash", str(REPO / "scripts" / "bootstrap.sh"), ""], cwd=REPO,
+                          env=dict(os.environ, TOOD_VENV=str(venv)), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "pip install failed" in done.stderr
+    assert "disk is full" not in done.stderr

@@ -220,6 +220,12 @@ def test_the_grid_diagnoses_its_table6_runs_as_they_finish(tmp_path):
     assert parameters["task"].tolist() == ["cls", "reg"] and parameters["w1_growth"].between(0.5, 2).all()
     assert (parameters["max_gap_to_bias_only"] < 0.01).all()  # two tiny epochs: still near its init
     assert (results / "tal_level_course_cpu.csv").read_text().strip() == ""  # seed 1 of a T-Head + ATSS: no course
+    # the PCC breakdown (a Table 6 run): its top-50 PCC is the run's own Table 6 PCC, split inside / outside
+    breakdown = pd.read_csv(results / "pcc_breakdown_cpu.csv")
+    result = json.loads((run_dir(run, tmp_path / "runs") / "result.json").read_text())
+    assert breakdown[["experiment", "seed"]].values.tolist() == [["atss_t_head", 1]]
+    assert breakdown.at[0, "pcc_top50"] == pytest.approx(result["alignment"]["PCC"], abs=1e-4)
+    assert 0 < breakdown.at[0, "inside_share"] < 1 and breakdown.at[0, "objects"] > 0
 
 
 def test_a_running_grid_records_its_wall_time_before_any_run_finishes(tmp_path, monkeypatch):

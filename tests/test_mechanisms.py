@@ -128,3 +128,23 @@ def test_the_tal_level_mechanism_says_where_the_positives_go_from_the_numbers(tm
     assert not facts["shapes_moves_towards_pool"] and not facts["shapes_concentrates_further"] and not facts["pool_held"]
     assert "(not towards the pool)" in text and "(not more than" in text and "pulls them below" in text
     assert not math.isnan(facts["shapes_atss_P3"])
+
+
+def test_the_pcc_mechanism_names_the_part_of_the_pool_where_the_pcc_differs(tmp_path):
+    from tood_lib.ablations.mechanisms import pcc_mechanism
+
+    def row(experiment, seed, inside, outside, top50, all_inside, iou_out, settled=True):
+        return dict(dataset="shapes", experiment=experiment, seed=seed, settled=settled, pcc_top50=top50,
+                    pcc_inside=inside, pcc_outside=outside, pcc_all_inside=all_inside, iou_inside=0.5,
+                    iou_outside=iou_out, inside_share=0.4)
+    rows = [row("atss_parallel", s, 0.50, 0.47, 0.61, 0.43, 0.13) for s in range(3)]
+    rows += [row("tal_parallel", s, 0.46 - 0.01 * s, 0.28, 0.54, 0.48, 0.19) for s in range(3)]
+    rows += [row("tal_parallel", 3, 0.99, 0.99, 0.99, 0.99, 0.99, settled=False)]  # an unsettled run counts nowhere
+    pd.DataFrame(rows).to_csv(tmp_path / "pcc_breakdown_cpu.csv", index=False)
+    text, facts = pcc_mechanism(tmp_path)
+    assert facts["shapes_gap_part"] == "outside" and facts["shapes_seeds"] == 3
+    assert facts["shapes_d_pcc_inside"] == pytest.approx(-0.05) and facts["shapes_d_pcc_outside"] == pytest.approx(-0.19)
+    assert "so the difference sits mostly **outside** the object" in text
+    assert "better placed for parallel + TAL (mean IoU **0.190** against **0.130**)" in text  # the word follows the sign
+    assert "follow the IoU better (**0.480** against **0.430**)" in text
+    assert pcc_mechanism(tmp_path / "nothing") == ("", {})

@@ -18,7 +18,10 @@ writes, for all of them:
   (``analysis.layer_attention.layer_attention_parameters``: why the weights can be level-independent);
 * ``tal_level_course_cpu.csv``: for the time-lapse runs (seed 0) trained with TAL, where TAL puts its
   positives at epochs :data:`COURSE_EPOCHS` beside its candidate pool (``analysis.levels.tal_level_course``;
-  kept per run as ``tal_level_course.json``).
+  kept per run as ``tal_level_course.json``);
+* ``pcc_breakdown_cpu.csv``: per run of Table 6's 2 x 2, its Table 6 PCC broken down by where the anchors
+  of each object's top-50 pool sit, inside or outside the object (``analysis.pcc_breakdown``; kept per
+  run as ``pcc_breakdown.json``): the declared analysis of the PCC reversal of parallel + TAL.
 """
 from __future__ import annotations
 
@@ -103,9 +106,29 @@ def _level_course(run: Run, out_root: Path, bench: str | None) -> list[dict]:
     return rows
 
 
+def _pcc_breakdown(run: Run, out_root: Path, bench: str | None) -> dict | None:
+    """The PCC breakdown of a Table 6 run (measured once, kept as ``pcc_breakdown.json``); None for
+    any other run."""
+    if run.experiment not in TABLE6:
+        return None
+    path = run_dir(run, out_root) / "pcc_breakdown.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    if not (run_dir(run, out_root) / "last.pth").is_file():
+        tqdm.write(f"[diagnose] {run_dir(run, out_root) / 'last.pth'} is missing: {run} has no PCC breakdown")
+        return None
+    from tood_lib.analysis.pcc_breakdown import pcc_breakdown, summarise_breakdown
+    from tood_lib.api import load_model
+
+    model, cfg = load_model(run_dir(run, out_root) / "last.pth")
+    summary = summarise_breakdown(pcc_breakdown(model, _val_set(run, model, cfg, out_root, bench)))
+    atomic_write_text(path, json.dumps(summary, indent=2))
+    return summary
+
+
 def diagnose_grid(out_root: str | Path = RUNS_DIR, results_dir: str | Path = RESULTS_DIR, progress: bool = True) -> pd.DataFrame:
     """Diagnose every finished run of :data:`DIAGNOSED` under ``out_root`` not yet diagnosed, then write
-    the six result files (module docstring) from all of them. -> the ranking table."""
+    the seven result files (module docstring) from all of them. -> the ranking table."""
     out_root, results_dir = Path(out_root), Path(results_dir)
     finished = sorted(out_root.glob("*/*/seed*/result.json"))
     runs = []
@@ -116,7 +139,7 @@ def diagnose_grid(out_root: str | Path = RUNS_DIR, results_dir: str | Path = RES
     todo = [(run, r) for run, r in runs if not (run_dir(run, out_root) / "diagnosis.json").is_file()]
     for run, r in tqdm(todo, desc="diagnosing runs", disable=not progress):
         diagnose_run(run, out_root, r.get("bench"))
-    ranking, reliability, attention, attention_summary, parameters, course = [], [], [], [], [], []
+    ranking, reliability, attention, attention_summary, parameters, course, breakdown = [], [], [], [], [], [], []
     for run, r in runs:
         path = run_dir(run, out_root) / "diagnosis.json"
         try:
@@ -134,6 +157,9 @@ def diagnose_grid(out_root: str | Path = RUNS_DIR, results_dir: str | Path = RES
                                           **{f"task_gap_{k}": v for k, v in s["task_gap_by_level"].items()}))
             parameters += [dict(**key, **row) for row in _attention_parameters(run, d, out_root)]
         course += [dict(**key, **row) for row in _level_course(run, out_root, r.get("bench"))]
+        pcc = _pcc_breakdown(run, out_root, r.get("bench"))
+        if pcc is not None:
+            breakdown.append(dict(**key, settled=bool(r["plateau"]["ok"]), **pcc))
     results_dir.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(ranking)
     atomic_write_csv(table, results_dir / "ranking_diagnosis_cpu.csv", "%.4f")
@@ -142,4 +168,5 @@ def diagnose_grid(out_root: str | Path = RUNS_DIR, results_dir: str | Path = RES
     atomic_write_csv(pd.DataFrame(attention_summary), results_dir / "layer_attention_summary_cpu.csv", "%.5f")
     atomic_write_csv(pd.DataFrame(parameters), results_dir / "layer_attention_parameters_cpu.csv", "%.6f")
     atomic_write_csv(pd.DataFrame(course), results_dir / "tal_level_course_cpu.csv", "%.3f")
+    atomic_write_csv(pd.DataFrame(breakdown), results_dir / "pcc_breakdown_cpu.csv", "%.4f")
     return table

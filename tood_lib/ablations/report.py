@@ -95,11 +95,14 @@ def verdict_display(verdicts: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def plot_ap_curves(curves: pd.DataFrame, experiments: dict[str, str], dataset: str, epochs: int, fraction: float = 0.75):
+def plot_ap_curves(curves: pd.DataFrame, experiments: dict[str, str], dataset: str, epochs: int, fraction: float = 0.75,
+                   schedule=None):
     """AP against the epoch for each experiment on one data set (mean over seeds, band: the seeds'
-    range), with the 75 % mark of the plateau rule."""
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    colours = plt.get_cmap("tab10").colors
+    range). With ``schedule`` (``bench.Schedule``) its LR drops (dotted) and the epochs the plateau
+    rules judge from (dashed); without it, the 75 % mark of the first bench's rule. The legend sits
+    outside the axes, so that it hides no curve's end."""
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    colours = plt.get_cmap("tab20").colors  # up to 20 experiments without a repeated colour
     data = curves[curves["dataset"] == dataset]
     for i, (experiment, label) in enumerate(experiments.items()):
         rows = data[data["experiment"] == experiment]
@@ -107,16 +110,26 @@ def plot_ap_curves(curves: pd.DataFrame, experiments: dict[str, str], dataset: s
             continue
         stats = rows.groupby("epoch")["AP"].agg(["mean", "min", "max", "count"])
         seeds = rows["seed"].nunique()
-        ax.plot(stats.index, stats["mean"], marker="o", color=colours[i % 10], label=f"{label} ({seeds} seeds)")
-        ax.fill_between(stats.index, stats["min"], stats["max"], color=colours[i % 10], alpha=0.15)
-    ax.axvline(math.ceil(fraction * epochs), color="grey", linestyle="--", linewidth=1)
-    ax.text(math.ceil(fraction * epochs), ax.get_ylim()[0], " 75 % of the schedule", color="grey", fontsize=8, va="bottom")
-    ax.set_xlabel("epoch")
+        ax.plot(stats.index, stats["mean"], marker="o", markersize=3, color=colours[i % 20], label=f"{label} ({seeds} seeds)")
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=colours[i % 20], alpha=0.15)
+    if schedule is None:
+        marks = {math.ceil(fraction * epochs): " 75 % of the schedule"}
+    else:
+        marks = {schedule.settled_from: " plateau rule from here"}
+        if schedule.pre_drop_from is not None:
+            marks[schedule.pre_drop_from] = " rule before the LR drop from here"
+        for step in schedule.lr_steps:
+            ax.axvline(step + 0.5, color="grey", linestyle=":", linewidth=1)
+    bottom = ax.get_ylim()[0]
+    for epoch, text in marks.items():
+        ax.axvline(epoch, color="grey", linestyle="--", linewidth=1)
+        ax.text(epoch, bottom, text, color="grey", fontsize=8, va="bottom", rotation=90)
+    ax.set_xlabel("epoch" + ("" if schedule is None else " (dotted: the LR divided by 10)"))
     ax.set_ylabel("box AP (val)")
     ax.set_title(f"AP curves on the {dataset} data set (band: the seeds' range)")
     ax.grid(alpha=0.3)
     if ax.get_lines():
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     else:
         ax.text(0.5, 0.5, "no run of this data set yet", transform=ax.transAxes, ha="center", va="center")
     fig.tight_layout()

@@ -169,7 +169,7 @@ def run_grid(runs: list[Run], jobs: int = 2, out_root: str | Path = RUNS_DIR, re
                         r = future.result()
                         finished += 1
                         p = r["plateau"]
-                        tqdm.write(f"[ablations] {run}: AP {r['AP']:.3f} (at 75 %: {p['AP_75']:.3f}, "
+                        tqdm.write(f"[ablations] {run}: AP {r['AP']:.3f} (at epoch {p['epoch_75']}: {p['AP_75']:.3f}, "
                                    f"{'settled' if p['ok'] else 'NOT settled'}) in {r['seconds']:.0f} s")
                         log_time()
                         collect_results(None, out_root, results_dir, with_complexity)
