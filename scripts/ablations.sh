@@ -2,7 +2,7 @@
 # Regenerate every CPU-scale ablation result (results/) and the notebooks that read them (05, 06):
 # cache the frozen backbone's features, train the core grid (two runs at a time), collect tables and verdicts.
 # Resumable: finished runs (runs/ablations/cpu/<dataset>/<experiment>/seed<k>/result.json) are never redone.
-# About 2.5 hours on 2 CPU cores. Usage: bash scripts/ablations.sh [--grid full] [--commit]
+# About 4 hours on 2 CPU cores (the core grid: 237 min measured, results/ablations_cpu_timing.json). Usage: bash scripts/ablations.sh [--grid full] [--commit]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/bootstrap.sh" "dev,notebooks"

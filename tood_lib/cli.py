@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                                                               "diagnose", "write-configs", "list"))
     ab.add_argument("experiments", nargs="*", help="experiment names (default: every experiment of --grid)")
     ab.add_argument("--grid", default="core", choices=("core", "full"),
-                    help="core: the declared core claims on both data sets (about 2.5 h on 2 cores); full: also the "
+                    help="core: the declared core claims on both data sets (about 4 h on 2 cores: 237 min measured); full: also the "
                          "rest of Tables 1-4 on the shapes")
     ab.add_argument("--datasets", nargs="*", choices=("shapes", "misaligned"), default=None,
                     help="only these built-in data sets (with experiment names: default shapes)")
