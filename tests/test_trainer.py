@@ -44,9 +44,14 @@ def test_schedule_matches_the_recipe():
 
 
 def test_training_writes_metrics_checkpoints_and_evaluates(tiny_data, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "epoch_7.pth").write_bytes(b"an earlier, longer run's checkpoint")
     trainer = Trainer(tiny_cfg(), tiny_data, tmp_path / "run", num_workers=0, progress=False, seed=1)
     assert trainer.steps_per_epoch == 4 and trainer.effective_batch == 4
     result = trainer.fit()
+    # a fresh run removes the folder's earlier epoch checkpoints: epoch_7.pth would pass for this run's
+    assert not (tmp_path / "run" / "epoch_7.pth").exists()
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["data_root"] == str(Path(tiny_data).resolve())
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["kind"] == "step"]
     assert len(steps) == 8 and {r["phase"] for r in steps} == {"atss-warmup", "tal"}

@@ -1,12 +1,16 @@
-"""What the notebooks share: where their figures go, and a small trained model to look at.
+"""What the notebooks share: where their figures go, and the trained model they look at.
 
-Every notebook starts from :func:`workbook_run`, the run folder of a trained ``tood_small`` on the
-built-in data. It is, in this order: the folder named by ``$TOOD_WORKBOOK_RUN``; the README's main
-command's run (``runs/quickstart``, 10 epochs) once that has finished; or else a short run of 200
-steps that the first notebook trains (a few minutes on 2 CPU cores, then reused from ``runs/``), so
-the series runs top to bottom on any laptop and in CI without a manual step. Its epoch
-checkpoints let the notebooks compare the model at different stages of training (the first epoch
-is the ATSS warm-up, the rest are Task Alignment Learning).
+The series shows one model, declared here (:data:`NOTEBOOK_MODEL`): TOOD seed 0 of the CPU bench
+on the multi-level shapes (``ablations/bench.py``), the very run that notebooks 05 and 06 judge beside
+its baselines. It is trained with the grid's own code (``ablations.run_one.run_experiment``), so it is
+the same model, bit for bit, as the grid's run; its positives and detections span P3-P7 like COCO's
+(issue 19), which the main command's model on the single-level shapes cannot show (every positive
+there sits on P3), and its 32 epochs settle by the grid's plateau rule.
+
+:func:`workbook_run` returns its run folder: the folder named by ``$TOOD_WORKBOOK_RUN`` if set (any
+run of our trainer); else the grid's finished run; else the same run trained here once into
+``runs/workbook/`` (about 5 minutes on 2 CPU cores, fp32; later notebooks reuse it). Every notebook
+prints what it shows with ``model_card.model_statement``, read from the folder, never typed.
 
 Figures go to ``figures/`` (or ``TOOD_FIGURES_DIR``, which the tests set to a temporary folder).
 """
@@ -21,12 +25,9 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-WORKBOOK_RUN = REPO_ROOT / "runs" / "workbook_small"
-# A short version of the small preset's schedule, 200 optimiser steps: the first 400 training
-# images, epoch 1 is the ATSS warm-up, epochs 2-4 are TAL, the LR drops by 10x for the last epoch.
-# About 1.5 min on 2 CPU cores with bf16 kernels, 4 min without.
-WORKBOOK_OVERRIDES = ["data.train_images=400", "train.epochs=4", "train.lr_steps=3", "train.warmup_iters=50",
-                      "tal.warmup_epochs=1"]
+# The notebooks' model: (data set, experiment, seed) of the CPU grid on its active bench.
+NOTEBOOK_MODEL = ("shapes", "tood", 0)
+WORKBOOK_RUNS = REPO_ROOT / "runs" / "workbook"  # where workbook_run trains it when the grid has not
 
 
 def figures_dir() -> Path:
@@ -43,21 +44,42 @@ def save_figure(fig, name: str, dpi: int = 110) -> Path:
     return path
 
 
-def workbook_config():
-    """The Config of the notebooks' short training run."""
-    from tood_lib.config import apply_overrides, get_preset
+def notebook_run():
+    """The notebooks' model as a run of the grid (ablations.runs.Run)."""
+    from tood_lib.ablations.runs import Run
 
-    return apply_overrides(get_preset("tood_small"), WORKBOOK_OVERRIDES)
+    return Run(*NOTEBOOK_MODEL)
+
+
+def workbook_config():
+    """The Config of the notebooks' model: the grid's recipe for :data:`NOTEBOOK_MODEL` on the active
+    bench (its canvas, anchor scale and schedule)."""
+    from tood_lib.ablations.bench import schedule_overrides
+    from tood_lib.ablations.grid import EXPERIMENTS, experiment_config
+    from tood_lib.config import apply_overrides
+
+    dataset, experiment, _ = NOTEBOOK_MODEL
+    return apply_overrides(experiment_config(EXPERIMENTS[experiment], "cpu", dataset), schedule_overrides())
+
+
+def _is_finished(run_dir: Path, cfg) -> bool:
+    """A grid run folder that holds the whole of ``cfg``'s run: its result.json, its config, every epoch."""
+    saved = run_dir / "config.json"
+    return ((run_dir / "result.json").is_file() and saved.is_file()
+            and json.loads(saved.read_text()) == json.loads(json.dumps(cfg.to_dict()))
+            and all((run_dir / f"epoch_{e}.pth").is_file() for e in range(1, cfg.train.epochs + 1)))
 
 
 def workbook_run(run_dir: str | Path | None = None, progress: bool = True) -> Path:
     """The run folder the notebooks read (see the module docstring for the order of choice).
 
     ``run_dir`` (or ``$TOOD_WORKBOOK_RUN``) names an existing run folder to use; it must hold
-    ``epoch_N.pth`` files from our trainer. Otherwise the finished main-command run, or else the
-    short run, trained once here (resuming if interrupted). Returns the folder.
+    ``epoch_N.pth`` files from our trainer. Otherwise the grid's finished run of :data:`NOTEBOOK_MODEL`,
+    or else that run trained here once (resuming if interrupted) under ``runs/workbook/``. Returns the folder.
     """
-    explicit = run_dir or os.environ.get("TOOD_WORKBOOK_RUN") or _finished_quickstart()
+    from tood_lib.ablations.runs import RUNS_DIR, run_dir as grid_run_dir
+
+    explicit = run_dir or os.environ.get("TOOD_WORKBOOK_RUN")
     if explicit:
         path = Path(explicit)
         if not path.is_absolute():
@@ -65,51 +87,41 @@ def workbook_run(run_dir: str | Path | None = None, progress: bool = True) -> Pa
         if not run_checkpoints(path):
             raise FileNotFoundError(f"{path} holds no epoch_N.pth checkpoints of our trainer; train one with "
                                     f"`python -m tood_lib train --preset tood_small --out {path}`, or unset "
-                                    f"TOOD_WORKBOOK_RUN to let the notebooks train their own short run")
+                                    f"TOOD_WORKBOOK_RUN to let the notebooks train their own model")
         return path
-    cfg = workbook_config()
-    WORKBOOK_RUN.mkdir(parents=True, exist_ok=True)
+    cfg, run = workbook_config(), notebook_run()
+    grid_folder = grid_run_dir(run, RUNS_DIR)
+    if _is_finished(grid_folder, cfg):
+        return grid_folder
+    folder = grid_run_dir(run, WORKBOOK_RUNS)
+    WORKBOOK_RUNS.mkdir(parents=True, exist_ok=True)
     # One trainer at a time: a second notebook (or test) started meanwhile waits here, then reuses the run.
-    with open(WORKBOOK_RUN.parent / f".{WORKBOOK_RUN.name}.lock", "w") as lock:
+    with open(WORKBOOK_RUNS / ".train.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        saved = WORKBOOK_RUN / "config.json"
-        same = saved.is_file() and json.loads(saved.read_text()) == json.loads(json.dumps(cfg.to_dict()))
-        if same and (WORKBOOK_RUN / f"epoch_{cfg.train.epochs}.pth").is_file():
-            return WORKBOOK_RUN
-        from tood_lib.data.builtin import build_builtin_dataset
-        from tood_lib.engine.trainer import Trainer
-        from tood_lib.quickstart import cpu_amp
+        if _is_finished(folder, cfg):
+            return folder
+        from tood_lib.ablations.run_one import run_experiment
 
-        root = build_builtin_dataset()
-        print(f"[workbook] training the notebooks' model once: {cfg.name}, {cfg.train.epochs} short epochs on the "
-              f"built-in data -> {WORKBOOK_RUN} (a few minutes on a CPU; later notebooks reuse it)", flush=True)
-        if not same:  # another schedule's checkpoints would be mistaken for this one's
-            for old in run_checkpoints(WORKBOOK_RUN).values():
-                old.unlink()
-            (WORKBOOK_RUN / "last.pth").unlink(missing_ok=True)
-        trainer = Trainer(cfg, root, WORKBOOK_RUN, amp=cpu_amp(), evaluate_at_end=False, progress=progress)
-        if same:
-            trainer.resume()
-        trainer.fit()
-    return WORKBOOK_RUN
-
-
-def _finished_quickstart() -> Path | None:
-    """The README's main command's run folder, if that run has finished (a much better-trained model)."""
-    quickstart = REPO_ROOT / "runs" / "quickstart"
-    try:
-        epochs = json.loads((quickstart / "config.json").read_text())["train"]["epochs"]
-    except (OSError, ValueError, KeyError):
-        return None
-    return quickstart if (quickstart / f"epoch_{epochs}.pth").is_file() else None
+        print(f"[workbook] training the notebooks' model once: {run} of the CPU bench ({cfg.name}, "
+              f"{cfg.train.epochs} epochs at {cfg.data.img_scale[0]} px, frozen backbone) -> {folder} (about 5 minutes "
+              f"on 2 CPU cores; later notebooks reuse it)", flush=True)
+        # (run_experiment resumes from the folder's last.pth when an earlier call was interrupted)
+        run_experiment(run, out_root=WORKBOOK_RUNS, progress=progress)
+    return folder
 
 
 def run_checkpoints(run_dir: str | Path) -> dict[int, Path]:
-    """{epoch: path} of a run folder's ``epoch_N.pth`` files, in epoch order."""
+    """{epoch: path} of a run folder's ``epoch_N.pth`` files, in epoch order; with a ``config.json``,
+    only the epochs of its schedule (a later epoch's file is an earlier, longer run's leftover)."""
+    run_dir = Path(run_dir)
+    try:
+        epochs = json.loads((run_dir / "config.json").read_text())["train"]["epochs"]
+    except (OSError, ValueError, KeyError):
+        epochs = None
     found = {}
-    for path in Path(run_dir).glob("epoch_*.pth"):
+    for path in run_dir.glob("epoch_*.pth"):
         match = re.fullmatch(r"epoch_(\d+)\.pth", path.name)
-        if match:
+        if match and (epochs is None or int(match.group(1)) <= epochs):
             found[int(match.group(1))] = path
     return dict(sorted(found.items()))
 
@@ -138,9 +150,20 @@ def load_run_model(run_dir: str | Path, epoch: int | None = None, device: str = 
 
 
 def builtin_val_set(cfg, scenes: str = "shapes"):
-    """A built-in data set's validation split (``scenes``: "shapes" or "misaligned"), transformed as
-    the model expects (no flips)."""
+    """A built-in data set's validation split (``scenes``: "shapes" or "misaligned"; the main
+    command's single-level scenes), transformed as ``cfg`` expects (no flips)."""
     from tood_lib.data.builtin import build_builtin_dataset
     from tood_lib.data.coco import CocoDetection
 
     return CocoDetection(build_builtin_dataset(scenes=scenes), "val", cfg.data, train=False)
+
+
+def workbook_val_set(cfg, run_dir: str | Path | None = None):
+    """The validation split of the data the notebooks' model (or the run in ``run_dir``) trained on,
+    transformed as ``cfg`` expects (no flips)."""
+    from tood_lib.ablations.runs import data_root
+    from tood_lib.data.coco import CocoDetection
+    from tood_lib.model_card import run_data_root
+
+    root = run_data_root(run_dir if run_dir is not None else workbook_run(progress=False)) or data_root(NOTEBOOK_MODEL[0])
+    return CocoDetection(root, "val", cfg.data, train=False, verbose=False)

@@ -14,15 +14,19 @@ from IPython.display import Markdown
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
-def source_excerpt(obj, first: str, last: str | None = None, title: str = "") -> Markdown:
-    """The lines of ``obj``'s source from the first line containing ``first`` through the next line
-    containing ``last`` (default: just that line), as a Markdown code block headed by the file and
-    line numbers. Raises ValueError naming the object if either marker is missing."""
+def source_excerpt(obj, first: str | None = None, last: str | None = None, title: str = "") -> Markdown:
+    """The lines of ``obj``'s source from the first line containing ``first`` (default: its first line,
+    decorators included) through the next line containing ``last`` (default: the function's last
+    line), as a Markdown code block headed by the file and line numbers; so ``source_excerpt(f)`` is
+    the whole of ``f``. A decorated function (``@torch.no_grad()``) is unwrapped first, so that the
+    excerpt and its heading are the function's own and not the decorator's. Raises ValueError naming
+    the object if either marker is missing."""
+    obj = inspect.unwrap(obj)
     lines, start = inspect.getsourcelines(obj)
-    begin = next((i for i, line in enumerate(lines) if first in line), None)
+    begin = 0 if first is None else next((i for i, line in enumerate(lines) if first in line), None)
     if begin is None:
         raise ValueError(f"{obj.__qualname__}: no line contains {first!r}; the notebook's excerpt is out of date")
-    end = begin if last is None else next((i for i in range(begin, len(lines)) if last in lines[i]), None)
+    end = len(lines) - 1 if last is None else next((i for i in range(begin, len(lines)) if last in lines[i]), None)
     if end is None:
         raise ValueError(f"{obj.__qualname__}: no line after {first!r} contains {last!r}; the excerpt is out of date")
     chunk = lines[begin:end + 1]

@@ -246,6 +246,17 @@ class Trainer:
         except OSError:
             shutil.copyfile(last, kept)
 
+    def _remove_earlier_epoch_checkpoints(self) -> None:
+        """A fresh run in a folder that holds an earlier run's epoch_N.pth: remove them, saying so. Left
+        there, an earlier 12-epoch run's epoch_11/12.pth would sit beside this 10-epoch run's and be
+        read as its last epochs (a notebook's "last checkpoint" would be another model)."""
+        stale = sorted(self.out_dir.glob("epoch_*.pth"))
+        if stale:
+            print(f"[train] a fresh run in {self.out_dir}: removing {len(stale)} epoch checkpoint(s) of the earlier run "
+                  f"there ({', '.join(p.name for p in stale[:6])}{', ...' if len(stale) > 6 else ''})", flush=True)
+            for path in stale:
+                path.unlink()
+
     def resume(self, path: Path | None = None) -> bool:
         """Continue from ``path`` (default: the run folder's last.pth). False when there is none."""
         path = Path(path) if path is not None else self.out_dir / "last.pth"
@@ -298,10 +309,16 @@ class Trainer:
         log = self.out_dir / ("metrics.jsonl" if self.is_main else f"metrics.rank{self.rank}.jsonl")
         if self.state.global_step == 0:  # a fresh run: no stale records from an earlier run in this folder
             log.unlink(missing_ok=True)
+            if self.is_main:
+                self._remove_earlier_epoch_checkpoints()
         else:
             _drop_cut_line(log)
         if self.is_main:
             atomic_write_text(self.out_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
+            # what config.json cannot say: the data the run trains on (a model card names it, model_card.py)
+            atomic_write_text(self.out_dir / "run.json", json.dumps(dict(
+                data_root=str(self.data_root.resolve()), seed=self.seed, effective_batch=self.effective_batch,
+                precision=str(self.amp_dtype).replace("torch.", "") + " autocast" if self.amp_dtype else "fp32"), indent=2))
         self._callback("on_train_start")
         epochs = self.cfg.train.epochs
         stopped = False
