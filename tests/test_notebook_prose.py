@@ -100,3 +100,57 @@ def test_every_notebook_has_exercises_with_checked_solutions(name):
     assert solutions, f"{path.name}: no solution cells"
     assert all("assert" in c.source for c in solutions), f"{path.name}: a solution without an assert"
     assert any("Predict" in c.source for c in nb.cells if c.cell_type == "markdown"), f"{path.name}: no predict-first prompt"
+
+
+# ---- Directions (issue 20) -------------------------------------------------------------------------
+# In the results notebooks, a sentence of markdown that says how a result behaves (higher, sharper,
+# closer, depends on, pulls together, ...) must be rendered from the data in a code cell instead, or be
+# one of: a question; the paper's own claim (the sentence names the paper); a condition ("If ...");
+# or an entry of DIRECTION_ALLOWED below, each a fact of the method or of the recipe, not of a result.
+RESULTS_NOTEBOOKS = ("05_ablations", "06_qualitative_figures")
+DIRECTIONAL = re.compile(
+    r"\b(higher|lower|sharper|broader|closer|further apart|better|worse|fewer|larger|smaller|depends? on|"
+    r"pulls? (?:\w+ )?together|makes? them differ|raises?|improves?|widens?|narrows?|reduces?|increases?|"
+    r"decreases?|outperforms?|beats?|helps?|hurts?|exceeds?|more \w+ than|less \w+ than)\b", re.I)
+DIRECTION_ALLOWED = {
+    # the protocol (notebook 05 §1): what an LR drop does to any curve, said to justify the second rule
+    "a drop of the LR by itself flattens a curve",
+    # the design check's definition (05 §2): what the misaligned set must measure as, before any result
+    "must lie further apart (relative to the box) and its PCC must be lower than on the shapes",
+    # why a square anchor misses elongated bodies: geometry of the anchor, not a result
+    "overlaps none of them that much",
+    # the names of the three orders a pair can take under the verdicts' rule (05 §8), not a result
+    "the variant higher, the baseline higher, or not distinguishable",
+}
+
+
+def sentences(markdown: str) -> list[str]:
+    text = " ".join(prose(markdown).split())
+    return [s for s in re.split(r"(?<=[.!?])\s+(?=[A-Z0-9*(])", text) if s]
+
+
+def unchecked_directions(markdown: str) -> list[str]:
+    found = []
+    for sentence in sentences(markdown):
+        if not DIRECTIONAL.search(sentence):
+            continue
+        if (sentence.rstrip(" )*").endswith("?") or re.search(r"\bpaper'?s?\b", sentence, re.I)
+                or re.match(r"\W*if\b", sentence, re.I) or any(a in sentence for a in DIRECTION_ALLOWED)):
+            continue
+        found.append(sentence)
+    return found
+
+
+def test_the_direction_scanner_flags_a_claim_and_spares_questions_and_the_paper():
+    assert unchecked_directions("TOOD pulls them together. The T-Head scores higher AP than the parallel head.")
+    assert not unchecked_directions("Does TOOD pull them together? The paper's point: TOOD pulls them together. "
+                                    "If freezing changed the order, every verdict would be about frozen features.")
+
+
+@pytest.mark.parametrize("name", RESULTS_NOTEBOOKS)
+def test_results_notebooks_state_no_direction_in_static_markdown(name):
+    path = next(p for p in list_notebooks() if p.stem == name)
+    nb = nbformat.read(str(path), as_version=4)
+    bad = [f"cell {i}: {s}" for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
+           for s in unchecked_directions(c.source)]
+    assert not bad, "directions stated in markdown; render them from the data or assert them:\n" + "\n".join(bad)

@@ -13,6 +13,7 @@ figure drawn from it would describe a model nobody asked for.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,7 +45,8 @@ class ModelCard:
 
 
 def _short(path: str | Path) -> str:
-    path = Path(path).resolve()
+    """Relative to the repository when inside it (without resolving links: a linked runs/ stays runs/)."""
+    path = Path(os.path.abspath(path))
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 

@@ -27,7 +27,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The notebooks' model: (data set, experiment, seed) of the CPU grid on its active bench.
 NOTEBOOK_MODEL = ("shapes", "tood", 0)
-WORKBOOK_RUNS = REPO_ROOT / "runs" / "workbook"  # where workbook_run trains it when the grid has not
+WORKBOOK_RUNS = REPO_ROOT / "runs" / "workbook"
+MIN_DPI = 100  # every figure under figures/ is drawn at least this sharp (tests/test_figure_standards.py)  # where workbook_run trains it when the grid has not
 
 
 def figures_dir() -> Path:
@@ -39,6 +40,8 @@ def figures_dir() -> Path:
 
 def save_figure(fig, name: str, dpi: int = 110) -> Path:
     """Save a matplotlib figure as ``figures/<name>.png`` (tight bounding box) and return the path."""
+    if dpi < MIN_DPI:
+        raise ValueError(f"save_figure({name!r}): {dpi} dpi is below the figures' {MIN_DPI}; small text would not be readable")
     path = figures_dir() / (name if name.endswith(".png") else f"{name}.png")
     fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
     return path

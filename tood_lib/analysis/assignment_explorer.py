@@ -12,11 +12,14 @@ chooses its arguments and draws its result, so what you see is exactly what trai
 """
 from __future__ import annotations
 
+import base64
 import html
 import io
 from dataclasses import dataclass
+from typing import Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.lines import Line2D
 import numpy as np
 import pandas as pd
@@ -116,38 +119,45 @@ def explain_assignment(pred: DensePrediction, gt_boxes: Tensor, gt_labels: Tenso
     return ExplorerResult(a, ranking, per_level, objects, positives)
 
 
-HEAT_FLOOR = 0.02  # map cells below this fraction of the maximum are not drawn, so the image shows through
+HEAT_FLOOR = 0.02  # ATSS: map cells below this fraction of the maximum are not drawn, so the image shows through
+LOG_RANGE = 1e-3  # TAL: t is drawn on a log scale over three decades below its maximum; smaller t is not drawn
 
 
 def plot_explorer(image: np.ndarray, pred: DensePrediction, gt_boxes: Tensor, result: ExplorerResult, selected: int,
-                  assigner: str, title: str = ""):
+                  assigner: str, title: str = "", levels: Sequence[int] | None = None):
     """One panel per pyramid level: the image, over it the selected object's ranking map (t or anchor
-    IoU; cells under ``HEAT_FLOOR`` of its maximum left transparent), its candidate anchors (hollow
-    circles), its positives (filled), the other objects' positives (small dots) and the anchors it lost
-    to a neighbour (crosses in the neighbour's colour)."""
+    IoU), its candidate anchors (hollow circles), its positives (filled), the other objects' positives
+    (small dots) and the anchors it lost to a neighbour (crosses in the neighbour's colour).
+
+    ``levels``: the panels to draw (0 = P3); default the levels that hold one of the selected object's
+    candidates (the others are blank for it). t spans orders of magnitude, so TAL's map is drawn on a
+    log scale from ``LOG_RANGE`` below its maximum; ATSS's anchor IoU on a linear one from 0. Cells under
+    the scale's floor are left transparent, so the image shows through."""
     colours = plt.get_cmap("tab10").colors
     a = result.assignment
-    levels = pred.level_of_all()
-    L = len(pred.strides)
-    fig, axes = plt.subplots(1, L, figsize=(3.1 * L, 3.6), squeeze=False)
+    level_of = pred.level_of_all()
     cand = a.candidates[0, selected]
     cand = cand[cand >= 0]
+    if levels is None:
+        levels = sorted({int(level_of[i]) for i in cand}) or list(range(len(pred.strides)))
+    fig, axes = plt.subplots(1, len(levels), figsize=(3.1 * len(levels) + 0.9, 3.7), squeeze=False)
     passed = a.candidates[0, selected][a.candidate_positive[0, selected]]
     owner = a.gt_index[0]
     lost = passed[owner[passed] != selected]
-    vmax = max(float(result.ranking.max()), 1e-6)
-    label = "t = s^α·u^β" if assigner == "TAL" else "anchor IoU"
+    vmax = max(float(result.ranking.max()), 1e-12)
+    tal = assigner == "TAL"
+    norm = LogNorm(vmin=vmax * LOG_RANGE, vmax=vmax) if tal else Normalize(vmin=0, vmax=vmax)
+    floor = vmax * (LOG_RANGE if tal else HEAT_FLOOR)
+    label = "t = s^α·u^β (log scale)" if tal else "anchor IoU"
     heat = None
-    for l, ax in enumerate(axes[0]):
+    for l, ax in zip(levels, axes[0]):
         ax.imshow(image)  # the image stays readable: the map covers only the anchors it ranks
         level_map = pred.level_map(result.ranking, l)
-        faint = HEAT_FLOOR * vmax
-        heat = ax.imshow(np.ma.masked_less_equal(np.asarray(level_map, dtype=float), faint), cmap="cividis", vmin=0,
-                         vmax=vmax, alpha=0.7, extent=level_extent(pred.feature_sizes[l], pred.strides[l]),
-                         interpolation="nearest")
+        heat = ax.imshow(np.ma.masked_less_equal(np.asarray(level_map, dtype=float), floor), cmap="cividis", norm=norm,
+                         alpha=0.7, extent=level_extent(pred.feature_sizes[l], pred.strides[l]), interpolation="nearest")
         for g, box in enumerate(gt_boxes):
             _draw_box(ax, box, colours[g % 10], width=2.2 if g == selected else 1.0, style="-" if g == selected else "--")
-        on = lambda idx: idx[levels[idx] == l]  # noqa: E731
+        on = lambda idx: idx[level_of[idx] == l]  # noqa: E731
         pts = pred.points
         c = on(cand)
         ax.scatter(pts[c, 0], pts[c, 1], s=46, facecolors="none", edgecolors="white", linewidths=1.2)
@@ -173,9 +183,9 @@ def plot_explorer(image: np.ndarray, pred: DensePrediction, gt_boxes: Tensor, re
                Line2D([], [], marker="X", color="grey", markeredgecolor="black", label="lost to a neighbour (its colour)",
                       **marker),
                Line2D([], [], color=colour, linewidth=2.2, label="selected object")]
-    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8, frameon=False)
-    fig.subplots_adjust(bottom=0.14, top=0.8, left=0.01, right=0.91, wspace=0.05)
-    fig.colorbar(heat, cax=fig.add_axes([0.925, 0.2, 0.01, 0.56]), label=label)
+    fig.legend(handles=handles, loc="lower center", ncol=3 if len(levels) < 3 else 5, fontsize=8, frameon=False)
+    fig.subplots_adjust(bottom=0.2 if len(levels) < 3 else 0.14, top=0.8, left=0.01, right=0.86, wspace=0.05)
+    fig.colorbar(heat, cax=fig.add_axes([0.88, 0.24, 0.015, 0.52]), label=label)
     fig.suptitle(title, fontsize=11)
     return fig
 
@@ -191,7 +201,7 @@ class AssignmentExplorer:
     def __init__(self, run_dir, dataset=None, num_images: int = 40, draw: bool = True):
         import ipywidgets as W
 
-        from tood_lib.workbook import builtin_val_set, load_run_model, run_checkpoints
+        from tood_lib.workbook import load_run_model, run_checkpoints, workbook_val_set
 
         self.run_dir, self.draw = run_dir, draw
         self.checkpoints = run_checkpoints(run_dir)
@@ -200,7 +210,7 @@ class AssignmentExplorer:
         self._load = load_run_model
         last = max(self.checkpoints)
         _, self.cfg = load_run_model(run_dir, last)
-        self.dataset = dataset if dataset is not None else builtin_val_set(self.cfg)
+        self.dataset = dataset if dataset is not None else workbook_val_set(self.cfg, run_dir)
         self._models, self._preds = {}, {}
         warm = self.cfg.tal.warmup_epochs
         epochs = [0] + list(self.checkpoints)
@@ -238,6 +248,7 @@ class AssignmentExplorer:
                                       W.VBox([self.alpha, self.beta, self.topk])]),
                               self.summary, self.plot, self.tables])
         self.result: ExplorerResult | None = None
+        self.png: bytes | None = None  # the current view, drawn by refresh()
         self.refresh()
 
     # ------------------------------------------------------------------ data
@@ -320,11 +331,23 @@ class AssignmentExplorer:
             fig = plot_explorer(image, pred, gt_boxes, r, g, self.assigner.value,
                                 title=f"{self.checkpoint.label}: {setting}, object {g}")
             buffer = io.BytesIO()
-            fig.savefig(buffer, format="png", dpi=90)
+            fig.savefig(buffer, format="png", dpi=100)
             plt.close(fig)
+            self.png = buffer.getvalue()
             # replace the Output's content directly: works from any thread and outside a kernel
             self.plot.outputs = ()
-            self.plot.append_display_data(Image(data=buffer.getvalue(), format="png"))
+            self.plot.append_display_data(Image(data=self.png, format="png"))
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        """What a notebook shows for ``explorer``: the live widget where widgets run (JupyterLab, trusted), and
+        beside it a PNG of the current view for every place they do not (a static viewer, GitHub, an untrusted
+        notebook), which picks the richest output it can render."""
+        bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude) or {}
+        if self.png is not None:
+            bundle["image/png"] = base64.b64encode(self.png).decode("ascii")
+        bundle["text/plain"] = ("Assignment explorer: run the notebook in JupyterLab for the live widget; the picture is "
+                                "its current view")
+        return bundle
 
 
 def sweep_exponents(explorer: AssignmentExplorer, alphas, betas, images=range(20), epoch: int | None = None,
@@ -358,17 +381,18 @@ def sweep_exponents(explorer: AssignmentExplorer, alphas, betas, images=range(20
 
 
 def plot_exponent_sweep(sweep: pd.DataFrame, title: str = ""):
-    """Heat maps over (α, β) of the positives' mean IoU and mean score, from ``sweep_exponents``."""
+    """Heat maps over (α, β) of the positives' mean IoU and mean score, from ``sweep_exponents``, both on
+    the fixed scale 0..1 (each cell is labelled with its value)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, label, cmap in ((axes[0], "mean_iou", "mean IoU u of the positives", "viridis"),
                                  (axes[1], "mean_score", "mean score s of the positives", "magma")):
         table = sweep.pivot(index="beta", columns="alpha", values=key).sort_index(ascending=False)
-        im = ax.imshow(table.to_numpy(), cmap=cmap, aspect="auto")
+        # both are in 0..1: a fixed scale, so that a difference of 0.01 looks like one
+        im = ax.imshow(table.to_numpy(), cmap=cmap, aspect="auto", vmin=0, vmax=1)
         ax.set_xticks(range(len(table.columns)), [f"{a:g}" for a in table.columns])
         ax.set_yticks(range(len(table.index)), [f"{b:g}" for b in table.index])
         for (i, j), v in np.ndenumerate(table.to_numpy()):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if v < np.nanmean(table.to_numpy()) else "black")
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="white" if v < 0.55 else "black")
         ax.set_xlabel("α (weight of the score)")
         ax.set_ylabel("β (weight of the IoU)")
         ax.set_title(label, fontsize=10)

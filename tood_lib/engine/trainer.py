@@ -317,7 +317,7 @@ class Trainer:
             atomic_write_text(self.out_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
             # what config.json cannot say: the data the run trains on (a model card names it, model_card.py)
             atomic_write_text(self.out_dir / "run.json", json.dumps(dict(
-                data_root=str(self.data_root.resolve()), seed=self.seed, effective_batch=self.effective_batch,
+                data_root=os.path.abspath(self.data_root), seed=self.seed, effective_batch=self.effective_batch,
                 precision=str(self.amp_dtype).replace("torch.", "") + " autocast" if self.amp_dtype else "fp32"), indent=2))
         self._callback("on_train_start")
         epochs = self.cfg.train.epochs
