@@ -146,37 +146,39 @@ def placeholder_figure(message: str):
 
 
 def plot_paper_vs_ours(table: pd.DataFrame, number: int, column: str = "AP", title: str = "", horizontal: bool = True):
-    """Two panels on their own scales: the paper's ``column`` (COCO) and ours (CPU scale, mean ± std)."""
+    """Two panels, the paper's ``column`` (COCO) and ours (CPU scale, mean ± std over seeds), both bar
+    charts from 0 on one shared axis (AP is a fraction of the same quantity in both; a bar starting
+    elsewhere would exaggerate a difference). Each value is written just beyond its bar and error bar."""
     if table.empty or table[f"cpu_{column}"].isna().all():
         return placeholder_figure(f"Table {number}: no run of the grid yet")
     labels = row_labels(table, number)
     y = np.arange(len(labels))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(labels) + 1.6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(labels) + 1.6), sharey=True, sharex=True)
     paper = table[f"paper_{column}"].astype(float).to_numpy()
     ours = table[f"cpu_{column}"].astype(float).to_numpy()
     err = table.get(f"cpu_{column}_std", pd.Series([0.0] * len(table))).astype(float).fillna(0).to_numpy()
+    reach = np.nanmax(np.concatenate([paper, ours + err]))
     for ax, values, colour, name, error in ((axes[0], paper, PAPER_COLOUR, "paper (COCO, R-50)", None),
                                             (axes[1], ours, OURS_COLOUR, "ours (built-in data, CPU scale)", err)):
         ax.barh(y, values, xerr=error, color=colour, alpha=0.85, capsize=3)
-        lo = np.nanmin(values - (error if error is not None else 0))
-        hi = np.nanmax(values + (error if error is not None else 0))
-        pad = max((hi - lo) * 0.35, 0.5)
-        ax.set_xlim(max(0.0, lo - pad), hi + pad * 0.6)
-        for yi, v in zip(y, values):
+        ends = values + (error if error is not None else 0)
+        for yi, v, end in zip(y, values, ends):
             if not math.isnan(v):
-                ax.text(v, yi, f" {v:.1f}", va="center", fontsize=8)
+                ax.text(end + 0.01 * reach, yi, f"{v:.1f}", va="center", fontsize=8)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel(column)
         ax.grid(axis="x", alpha=0.3)
+    axes[0].set_xlim(0, reach * 1.15)
     axes[0].set_yticks(y, labels)
     axes[0].invert_yaxis()
-    fig.suptitle(title or f"Table {number}: {column}, paper and ours (note the separate scales)")
+    fig.suptitle(title or f"Table {number}: {column}, paper and ours (one axis from 0)")
     fig.tight_layout()
     return fig
 
 
 def plot_table6(table: pd.DataFrame):
-    """Table 6's four columns (PCC, top-10 IoU, redundant and error boxes), paper against ours."""
+    """Table 6's four columns (PCC, top-10 IoU, redundant and error boxes), paper against ours; every
+    bar from 0."""
     if table.empty or "cpu_PCC" not in table or table["cpu_PCC"].isna().all():
         return placeholder_figure("Table 6: no analysed run of the grid yet")
     labels = row_labels(table, 6)
@@ -188,10 +190,9 @@ def plot_table6(table: pd.DataFrame):
             values = table[f"{prefix}{column}"].astype(float).to_numpy()
             error = table[f"cpu_{column}_std"].astype(float).fillna(0).to_numpy() if prefix == "cpu_" else None
             ax.bar(x, values, yerr=error, color=colour, alpha=0.85, capsize=3)
-            lo, hi = np.nanmin(values), np.nanmax(values)
-            pad = max((hi - lo) * 0.6, 1e-3 if column in ("PCC", "IoU") else 1)
-            ax.set_ylim(max(0, lo - pad), hi + pad)
-            ax.set_xticks(x, labels, rotation=25, ha="right", fontsize=8)
+            hi = np.nanmax(values + (error if error is not None else 0))
+            ax.set_ylim(0, hi * 1.12 if hi > 0 else 1)  # bars from 0: a cut axis would exaggerate a difference
+            ax.set_xticks(x, [label.replace(" / ", "\n") for label in labels], fontsize=8)
             ax.set_title(f"{name}: {column}", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Table 6: alignment without NMS (PCC, top-10 IoU) and boxes after NMS (redundant, error)")
@@ -224,6 +225,9 @@ def plot_exponent_grid(table: pd.DataFrame):
 VERDICT_COLOURS = {"reproduced": "#55a868", "reversed": "#c44e52", "not distinguishable": "#8c8c8c"}
 
 
+SYMLOG_LINEAR = 3.0  # plot_verdicts: the x axis is linear within this many points of 0
+
+
 def plot_verdicts(verdicts: pd.DataFrame, metric: str = "AP"):
     """Each claim's paired difference (ours, ± 2 SE, coloured by verdict) with the paper's Δ (black
     diamond), one panel per data set; claims of one ``metric`` only, unrun claims left out."""
@@ -244,7 +248,14 @@ def plot_verdicts(verdicts: pd.DataFrame, metric: str = "AP"):
                 ax.plot(r.paper_delta, y[r.statement], "D", color="k", markersize=4)
         ax.axvline(0, color="k", linewidth=0.8)
         ax.set_title(f"{dataset} data set", fontsize=10)
-        ax.set_xlabel(f"Δ {metric} (variant − baseline{', points' if metric.startswith('AP') else ''})")
+        ax.set_xlabel(f"Δ {metric} (variant − baseline; linear within ±{SYMLOG_LINEAR:g}, log beyond)")
+        # Δs of 1-3 points (most of the paper's) and of 20-50 (some of ours) on one axis: linear near 0,
+        # logarithmic beyond, so that neither squeezes the other
+        ax.set_xscale("symlog", linthresh=SYMLOG_LINEAR)
+        ax.margins(x=0.08)
+        low, high = ax.get_xlim()
+        ticks = [t for t in (-100, -30, -10, -3, -1, 0, 1, 3, 10, 30, 100) if low <= t <= high]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(claims)), claims, fontsize=8)
     axes[0][0].invert_yaxis()

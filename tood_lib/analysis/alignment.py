@@ -232,7 +232,7 @@ def plot_alignment_panel(image: np.ndarray, rows: dict[str, DensePrediction], gt
     image (H, W, 3) uint8 of the resized image; rows {title: DensePrediction}. The maps are drawn on
     ``level`` (default: the level of the row's best-localisation anchor).
     """
-    fig, axes = plt.subplots(len(rows), 3, figsize=(12, 4 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(12, 4.4 * len(rows)), squeeze=False)
     centre = box_centers(gt_box).tolist()
     for r, (title, pred) in enumerate(rows.items()):
         best = best_anchors(pred, gt_box, gt_label)
@@ -252,9 +252,16 @@ def plot_alignment_panel(image: np.ndarray, rows: dict[str, DensePrediction], gt
                             f"{best[f'{name}_distance']:.0f} px off centre")
             ax.add_patch(FancyArrowPatch(pred.points[index].tolist(), centre, arrowstyle="->", color="white",
                                          mutation_scale=14, linewidth=1.8))
-        ax.set_xlim(0, image.shape[1])
-        ax.set_ylim(image.shape[0], 0)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=7, frameon=False)
+        # the frame holds the image and every box drawn, so that a predicted box reaching past the image
+        # edge is seen whole (the part outside the image on white)
+        drawn = torch.stack([torch.as_tensor(gt_box, dtype=torch.float32).cpu()] +
+                            [torch.as_tensor(best[f"{n}_box"], dtype=torch.float32).cpu() for n in ("cls", "loc")])
+        left, top = min(0.0, float(drawn[:, 0].min()) - 2), min(0.0, float(drawn[:, 1].min()) - 2)
+        right = max(float(image.shape[1]), float(drawn[:, 2].max()) + 2)
+        bottom = max(float(image.shape[0]), float(drawn[:, 3].max()) + 2)
+        ax.set_xlim(left, right)
+        ax.set_ylim(bottom, top)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=9, frameon=False)
         ax.set_title(f"{title}\nresult ({class_name})", fontsize=10)
         ax.axis("off")
         for c, (key, cmap, label) in enumerate((("score", "magma", f"score s of '{class_name}'"),
@@ -421,8 +428,59 @@ def plot_assigned_positives(image: np.ndarray, pred: DensePrediction, gt_boxes: 
         ax.set_ylim(image.shape[0], 0)
         ax.axis("off")
     axes[0, 0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.01), fontsize=7, ncol=3, frameon=False)
-    fig.suptitle("positive anchor points (colour: object; size: pyramid level P3 small … P7 large)", fontsize=11)
+    used = sorted({int(levels[i]) for a in assignments.values() for i in a.positive[0].nonzero().squeeze(1).tolist()})
+    sizes = (f"marker size: pyramid level ({', '.join(f'P{l + 3}' for l in used)} here; larger = coarser)"
+             if len(used) > 1 else f"every positive on P{used[0] + 3}" if used else "no positive")
+    fig.suptitle(f"positive anchor points (colour: object; {sizes})", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.94))  # room for the title above the two-line panel titles
+    return fig
+
+
+def plot_positive_differences(image: np.ndarray, pred: DensePrediction, gt_box: Tensor, object_index: int,
+                              assignments: dict, reference: str, margin: float = 0.6):
+    """What changes between several assignments of one object: one panel, cropped to the object (its box
+    grown by ``margin`` of its size on each side), the positives of ``assignments[reference]`` as dots
+    and, for each other assignment, the anchors it adds (+) and drops (×) in its own colour. Where every
+    setting picks the same anchors, the panel says so instead of repeating a picture four times.
+
+    assignments: {title: Assignment of a batch whose image 0 is this image}; ``object_index`` selects
+    the object's positives (gt_index). Returns a Figure.
+    """
+    colours = plt.get_cmap("Set1").colors
+    chosen = {t: set((a.positive[0] & (a.gt_index[0] == object_index)).nonzero().squeeze(1).tolist())
+              for t, a in assignments.items()}
+    base = chosen[reference]
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    ax.imshow(image)
+    _draw_box(ax, gt_box, "white", width=1.8, label="the object")
+    pts = pred.points.cpu()
+    if base:
+        idx = sorted(base)
+        ax.scatter(pts[idx, 0], pts[idx, 1], s=42, c="white", edgecolors="black", linewidths=0.8,
+                   label=f"{reference}: {len(base)} positives", zorder=3)
+    others = [t for t in assignments if t != reference]
+    spread = 0.18 * float(pred.strides[0])  # settings that change the same anchor get side-by-side markers
+    notes = []
+    for k, title in enumerate(others):
+        added, dropped = sorted(chosen[title] - base), sorted(base - chosen[title])
+        shift = (k - (len(others) - 1) / 2) * spread
+        colour = colours[k % len(colours)]
+        if added:
+            ax.scatter(pts[added, 0] + shift, pts[added, 1], s=70, marker="+", c=[colour], linewidths=2, zorder=4)
+        if dropped:
+            ax.scatter(pts[dropped, 0] + shift, pts[dropped, 1], s=60, marker="x", c=[colour], linewidths=2, zorder=4)
+        ax.plot([], [], marker="s", linestyle="none", color=colour, label=f"{title}: +{len(added)} / ×{len(dropped)}")
+        notes.append(len(added) + len(dropped))
+    x1, y1, x2, y2 = map(float, gt_box)
+    w, h = x2 - x1, y2 - y1
+    ax.set_xlim(max(0, x1 - margin * w), min(image.shape[1], x2 + margin * w))
+    ax.set_ylim(min(image.shape[0], y2 + margin * h), max(0, y1 - margin * h))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="+ added, × dropped", title_fontsize=8)
+    verdict = "every setting picks the same anchors" if not any(notes) else f"changes against {reference}"
+    ax.set_title(f"TAL positives of one object: {verdict}", fontsize=10)
+    fig.tight_layout()
     return fig
 
 

@@ -289,14 +289,16 @@ def plot_interactive_features(image, internals: Sequence[Mapping], level: int, i
 
 def plot_layer_attention(internals_by_model: Mapping[str, Sequence[Mapping]], image_index: int | None = None):
     """What the layer attention (Eq. 3) varies: the difference w^cls_k − w^reg_k of the two branches'
-    weights for every interactive layer k, one panel per level and one row per model, all on one
-    zoomed, symmetric axis (the weights themselves all start at 0.5 and move by little, so bars of the
-    raw weights on 0..1 would hide what changed). Above zero: the classification branch reads that
-    layer more; below: the localisation branch.
+    weights for every interactive layer k, one panel per model, the five levels as neighbouring bars of
+    one colour scale (so a difference between levels shows as bars of different heights), all panels on
+    one zoomed, symmetric axis (the weights all start at 0.5 and move by little, so bars of the raw
+    weights on 0..1 would hide what changed). Above zero: the classification branch reads that layer
+    more; below: the localisation branch.
 
     ``internals_by_model`` maps a name (e.g. "untrained", "trained") to a head's internals. The
     weights depend on the image (they come from its pooled features): with ``image_index=None``
-    bars are the mean over the batch and whiskers its standard deviation. Returns a Figure.
+    bars are the mean over the batch and whiskers its standard deviation. Returns a Figure; its axes
+    hold, per model, the bars level by level (P3's six layers first).
     """
     names = list(internals_by_model)
     n_levels = len(next(iter(internals_by_model.values())))
@@ -306,28 +308,31 @@ def plot_layer_attention(internals_by_model: Mapping[str, Sequence[Mapping]], im
         diffs = {name: [w[image_index:image_index + 1] for w in ws] for name, ws in diffs.items()}
     reach = max(float((w.mean(0).abs() + (w.std(0) if len(w) > 1 else 0)).max()) for ws in diffs.values() for w in ws)
     reach = max(reach * 1.25, 1e-3)
-    fig, axes = plt.subplots(len(names), n_levels, figsize=(min(14, 2.7 * n_levels), 2.6 * len(names) + 0.8),
-                             sharey=True, squeeze=False, constrained_layout=True)
-    for r, name in enumerate(names):
+    level_colours = plt.get_cmap("viridis")(np.linspace(0.05, 0.85, n_levels))
+    width = 0.8 / n_levels
+    fig, axes = plt.subplots(1, len(names), figsize=(6.2 * len(names), 3.6), sharey=True, squeeze=False,
+                             constrained_layout=True)
+    for ax, name in zip(axes[0], names):
         for lvl, w in enumerate(diffs[name]):
-            ax = axes[r, lvl]
             mean = w.mean(0).numpy()
             err = w.std(0).numpy() if len(w) > 1 else None
-            colours = [TASK_COLOURS["cls"] if v >= 0 else TASK_COLOURS["reg"] for v in mean]
-            ax.bar(np.arange(len(mean)) + 1, mean, 0.6, yerr=err, capsize=2, color=colours)
-            ax.axhline(0, color="k", linewidth=0.8)
-            ax.set_xticks(np.arange(len(mean)) + 1)
-            ax.set_ylim(-reach, reach)
-            ax.grid(axis="y", alpha=0.3)
-            ax.set_title(f"{name}: P{lvl + 3} (stride {8 * 2 ** lvl})", fontsize=9)
-            ax.set_xlabel("interactive layer k")
-        axes[r, 0].set_ylabel("$w^{cls}_k - w^{reg}_k$")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=TASK_COLOURS["cls"], label="classification reads layer k more"),
-               plt.Rectangle((0, 0), 1, 1, color=TASK_COLOURS["reg"], label="localisation reads layer k more")]
-    axes[0, -1].legend(handles=handles, loc="upper right", fontsize=7)
+            x = np.arange(len(mean)) + 1 + (lvl - (n_levels - 1) / 2) * width
+            ax.bar(x, mean, width, yerr=err, capsize=1.5, color=level_colours[lvl], label=f"P{lvl + 3}")
+        ax.axhline(0, color="k", linewidth=0.8)
+        ax.set_xticks(np.arange(len(mean)) + 1)
+        ax.set_ylim(-reach, reach)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("interactive layer k")
+        ax.text(0.01, 0.98, "classification reads layer k more ↑", transform=ax.transAxes, va="top", fontsize=8,
+                color=TASK_COLOURS["cls"])
+        ax.text(0.01, 0.02, "localisation reads layer k more ↓", transform=ax.transAxes, va="bottom", fontsize=8,
+                color=TASK_COLOURS["reg"])
+    axes[0, 0].set_ylabel("$w^{cls}_k - w^{reg}_k$")
+    axes[0, -1].legend(title="level", fontsize=7, title_fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     batch = len(next(iter(internals_by_model.values()))[0]["cls_attention"])
     what = f"image {image_index}" if image_index is not None else f"mean ± std over {batch} image(s)"
-    fig.suptitle(f"Layer attention: how differently the two tasks weight each interactive layer ({what})", fontsize=12)
+    fig.suptitle(f"Layer attention: how differently the two tasks weight each interactive layer ({what})", fontsize=11)
     return fig
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 PALETTE = plt.get_cmap("tab10").colors
@@ -49,10 +50,61 @@ def plot_loss_curves(records: list[dict], title: str = "training losses", smooth
     return fig
 
 
+OUTCOMES = ("correct", "wrong class", "poor box", "background")
+
+
+def detection_outcomes(boxes, labels, gt_boxes, gt_labels, iou_thr: float = 0.5) -> list[str]:
+    """What each detection is, against the ground truth of its image: "correct" (IoU >= ``iou_thr`` with an
+    object of its class), "wrong class" (that overlap only with an object of another class), "poor box"
+    (an object of its class, but IoU below the threshold) or "background". boxes (N, 4), gt_boxes (G, 4)
+    xyxy in the same pixels; -> N outcomes."""
+    from tood_lib.boxes import box_iou
+
+    boxes, gt_boxes = torch.as_tensor(np.asarray(boxes), dtype=torch.float32), torch.as_tensor(np.asarray(gt_boxes), dtype=torch.float32)
+    labels, gt_labels = np.asarray(labels).astype(int), np.asarray(gt_labels).astype(int)
+    if len(boxes) == 0:
+        return []
+    if len(gt_boxes) == 0:
+        return ["background"] * len(boxes)
+    iou = box_iou(boxes.reshape(-1, 4), gt_boxes.reshape(-1, 4)).numpy()
+    out = []
+    for i, label in enumerate(labels):
+        same = iou[i, gt_labels == label]
+        if same.size and same.max() >= iou_thr:
+            out.append("correct")
+        elif iou[i].max() >= iou_thr:
+            out.append("wrong class")
+        elif same.size and same.max() >= 0.1:
+            out.append("poor box")
+        else:
+            out.append("background")
+    return out
+
+
+def _place_label(size, box, taken, image_size):
+    """Where a label of ``size`` (w, h) goes: above the box's top-left corner, else inside it, else below it,
+    else above its right end; the first spot that overlaps no label already ``taken`` and lies in the
+    image (else the least-overlapping one). -> (x, y) of its top-left corner."""
+    w, h = size
+    x1, y1, x2, y2 = box
+    W, H = image_size
+    spots = [(x1, y1 - h), (x1, y1), (x1, y2), (x2 - w, y1 - h), (x2 - w, y2 - h)]
+    spots = [(min(max(0, x), W - w), min(max(0, y), H - h)) for x, y in spots]
+
+    def overlap(spot):
+        sx, sy = spot
+        return sum(max(0, min(sx + w, tx2) - max(sx, tx1)) * max(0, min(sy + h, ty2) - max(sy, ty1))
+                   for tx1, ty1, tx2, ty2 in taken)
+
+    return min(spots, key=lambda spot: (overlap(spot) > 0, overlap(spot), spots.index(spot)))
+
+
 def draw_detections(image, boxes, labels, scores=None, class_names=None, gt_boxes=None, score_thr: float = 0.0,
-                    width: int = 2) -> Image.Image:
+                    width: int = 2, gt_labels=None) -> Image.Image:
     """An RGB image (PIL or HxWx3 array) with boxes drawn: ground truth in dashed white, detections
-    coloured by class with 'name score' labels."""
+    coloured by class with 'name score' labels, placed so that no two labels overlap where the image leaves
+    room. With ``gt_labels`` too, a detection that is not correct says what it is instead
+    (``detection_outcomes``): "truth: <class>" for a wrong class, "poor box", "background"."""
     img = Image.fromarray(np.asarray(image)).convert("RGB") if not isinstance(image, Image.Image) else image.convert("RGB")
     draw = ImageDraw.Draw(img)
     for box in ([] if gt_boxes is None else np.asarray(gt_boxes)):
@@ -64,17 +116,39 @@ def draw_detections(image, boxes, labels, scores=None, class_names=None, gt_boxe
             draw.line((x1, y1 + i, x1, min(y1 + i + 3, y2)), fill="white", width=width)
             draw.line((x2, y1 + i, x2, min(y1 + i + 3, y2)), fill="white", width=width)
     scores = np.ones(len(boxes)) if scores is None else np.asarray(scores)
-    for box, label, score in zip(np.asarray(boxes), np.asarray(labels), scores):
-        if score < score_thr:
-            continue
+    keep = [i for i in range(len(scores)) if scores[i] >= score_thr]
+    boxes, labels, scores = np.asarray(boxes)[keep], np.asarray(labels)[keep], scores[keep]
+    outcomes = (detection_outcomes(boxes, labels, gt_boxes, gt_labels) if gt_labels is not None and gt_boxes is not None
+                else [None] * len(boxes))
+    gt_names = {}
+    if gt_labels is not None and len(boxes) and len(np.asarray(gt_boxes)):
+        from tood_lib.boxes import box_iou
+
+        iou = box_iou(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                      torch.as_tensor(np.asarray(gt_boxes), dtype=torch.float32).reshape(-1, 4))
+        gt_names = {i: int(np.asarray(gt_labels)[int(iou[i].argmax())]) for i in range(len(boxes))}
+    labels_drawn = []
+    for i, (box, label, score) in enumerate(zip(boxes, labels, scores)):
         colour = tuple(int(255 * c) for c in PALETTE[int(label) % len(PALETTE)])
         x1, y1, x2, y2 = map(float, box)
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
-        name = class_names[int(label)] if class_names is not None else str(int(label))
-        text = f"{name} {score:.2f}"
-        tw = draw.textlength(text)
-        draw.rectangle((x1, max(0, y1 - 12), x1 + tw + 4, max(12, y1)), fill=colour)
-        draw.text((x1 + 2, max(0, y1 - 12)), text, fill="black")
+        labels_drawn.append((i, colour, (x1, y1, x2, y2)))
+    taken = []
+    for i, colour, box in labels_drawn:  # labels after every box, so that no box is drawn over a label
+        name = class_names[int(labels[i])] if class_names is not None else str(int(labels[i]))
+        text = f"{name} {scores[i]:.2f}"
+        outcome = outcomes[i]
+        if outcome == "wrong class":
+            truth = gt_names.get(i)
+            text += f" (truth: {class_names[truth] if class_names is not None else truth})"
+        elif outcome in ("poor box", "background"):
+            text += f" ({outcome})"
+        w, h = draw.textlength(text) + 4, 12
+        x, y = _place_label((w, h), box, taken, img.size)
+        taken.append((x, y, x + w, y + h))
+        draw.rectangle((x, y, x + w, y + h), fill=colour if outcome in (None, "correct") else (255, 255, 255),
+                       outline=colour)
+        draw.text((x + 2, y), text, fill="black")
     return img
 
 
