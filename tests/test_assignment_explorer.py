@@ -119,7 +119,7 @@ def test_lost_anchors_are_candidates_taken_by_a_neighbour(run):
         assert r.objects.loc[0, "taken_by"] == "1"
 
 
-def test_drawing_shows_every_level(run):
+def test_drawing_shows_the_levels_that_hold_candidates(run):
     run_dir, val = run
     ex = AssignmentExplorer(run_dir, dataset=val, draw=True)
     assert len(ex.plot.outputs) == 1  # the figure is in the Output widget
@@ -128,7 +128,26 @@ def test_drawing_shows_every_level(run):
     pred, gt_boxes, _, image = ex.prediction(2, 0)
     fig = plot_explorer(image, pred, gt_boxes, ex.result, 0, "TAL")
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert [t.split(" ")[0] for t in titles] == ["P3", "P4", "P5", "P6", "P7"]
+    cand = ex.result.assignment.candidates[0, 0]
+    holding = sorted({int(pred.level_of_all()[i]) for i in cand[cand >= 0]})
+    assert [t.split(" ")[0] for t in titles] == [f"P{l + 3}" for l in holding]  # no empty panel
+    fig = plot_explorer(image, pred, gt_boxes, ex.result, 0, "TAL", levels=range(5))
+    assert [ax.get_title().split(" ")[0] for ax in fig.axes if ax.get_title()] == ["P3", "P4", "P5", "P6", "P7"]
+
+
+def test_the_notebook_shows_a_picture_where_widgets_cannot_run(run):
+    """The explorer's own output carries the widget and a PNG of its current view: a static viewer
+    (GitHub, nbviewer, an untrusted notebook) renders the PNG."""
+    import base64
+
+    run_dir, val = run
+    ex = AssignmentExplorer(run_dir, dataset=val, draw=True)
+    bundle = ex._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert base64.b64decode(bundle["image/png"]) == ex.png and ex.png.startswith(b"\x89PNG")
+    before = ex.png
+    ex.beta.value = 1.0  # a change redraws, and the picture follows the view
+    assert ex.png != before
 
 
 def test_the_image_shows_under_the_map(run):
@@ -136,18 +155,20 @@ def test_the_image_shows_under_the_map(run):
     part of the object each positive sits on (the map once covered the whole image)."""
     import numpy as np
 
-    from tood_lib.analysis.assignment_explorer import HEAT_FLOOR, plot_explorer
+    from tood_lib.analysis.assignment_explorer import LOG_RANGE, plot_explorer
 
     run_dir, val = run
     ex = AssignmentExplorer(run_dir, dataset=val, draw=False)
     pred, gt_boxes, _, image = ex.prediction(2, 0)
-    fig = plot_explorer(image, pred, gt_boxes, ex.result, 0, "TAL")
+    fig = plot_explorer(image, pred, gt_boxes, ex.result, 0, "TAL", levels=[0])
     panel = fig.axes[0]
     picture, heat = panel.images[0], panel.images[1]
     assert picture.get_alpha() in (None, 1.0) and np.array_equal(np.asarray(picture.get_array()), image)
     level = np.asarray(pred.level_map(ex.result.ranking, 0), dtype=float)
-    faint = level <= HEAT_FLOOR * float(ex.result.ranking.max())
+    # TAL's t on a log scale over LOG_RANGE below its maximum: smaller t is left transparent
+    faint = level <= LOG_RANGE * float(ex.result.ranking.max())
     assert faint.any() and np.array_equal(np.ma.getmaskarray(heat.get_array()), faint)
+    assert heat.norm.__class__.__name__ == "LogNorm"
 
 
 def test_unknown_assigner_is_a_clear_error(run):

@@ -107,15 +107,16 @@ def main_job_on_bench_verdict(path: str | Path | None = None) -> str:
     for key, r in runs.items():
         size = r["overrides"][0].split("=")[1].split(",")[0]
         epochs = r["overrides"][2].split("=")[1]
-        timing = ("" if r.get("resumed") else f" in {r['minutes']:.1f} min ({r['precision']}, {r['threads']} threads"
-                  + (f"; {r['note']}" if r.get("note") else "") + ")")
+        threads = f"{r['threads']} thread{'s' if r['threads'] != 1 else ''}"
+        timing = ("" if r.get("resumed") else f" in {r['minutes']:.1f} min ({r['precision']}, {threads})")
+        timing += f"; {r['note']}" if r.get("note") else ""
         lines.append(f"- {size} px, {epochs} epochs: box AP **{r['AP']:.3f}** (AP50 {r['AP50']:.3f}, AP75 {r['AP75']:.3f}, "
                      f"small / medium / large {r['APs']:.3f} / {r['APm']:.3f} / {r['APl']:.3f}){timing}.")
     met = [r for r in runs.values() if r["AP"] >= bar["box_ap"]]
     verdict = (f"A recipe reaches the bar's AP of {bar['box_ap']}: the main command could move to the multi-level shapes "
                f"if it also stays within {bar['minutes']:g} minutes of fp32." if met else
-               f"No recipe reaches the bar's AP of {bar['box_ap']}, well below what the same recipe reaches on the first shapes "
-               f"(the README's table of the main job's recipe): the multi-level shapes are harder (object sides from 8 % to "
+               f"No recipe reaches the bar's AP of {bar['box_ap']}; each stays well below what the same recipe reaches on the first "
+               f"shapes (the README's table of the main job's recipe): the multi-level shapes are harder (object sides from 8 % to "
                f"90 % of the canvas, so the smallest are a few pixels of P3 and the largest need P6-P7). So the main command "
                f"stays on the first shapes, and the notebooks show the bench's model instead.")
     return "\n".join(lines) + "\n\n" + verdict
