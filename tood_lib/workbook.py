@@ -2,8 +2,10 @@
 
 The series shows one model, declared here (:data:`NOTEBOOK_MODEL`): TOOD seed 0 of the CPU bench
 on the multi-level shapes (``ablations/bench.py``), the very run that notebooks 05 and 06 judge beside
-its baselines. It is trained with the grid's own code (``ablations.run_one.run_experiment``), so it is
-the same model, bit for bit, as the grid's run; its positives and detections span P3-P7 like COCO's
+its baselines. It is trained with the grid's own code (``ablations.run_one.run_experiment``): the grid's
+recipe and seed, so the same model as the grid's run up to the last digits (the grid trains with one
+thread per run, a notebook with all of them, which sums in another order); its ATSS positives spread
+over P3-P6 like COCO's
 (issue 19), which the main command's model on the single-level shapes cannot show (every positive
 there sits on P3), and its 32 epochs settle by the grid's plateau rule.
 
