@@ -1,7 +1,7 @@
 """The notebooks run top to bottom on the built-in data (in a temporary copy) and draw every figure they name.
 
 The first notebook to run trains the series' model (``tood_lib.workbook.workbook_run``: the CPU bench's
-TOOD seed 0, about 5 minutes on 2 CPU cores) unless the grid's run or ``runs/workbook/`` already holds it.
+TOOD seed 0, about 8 minutes on one CPU thread, as the grid trains it) unless the grid's run or ``runs/workbook/`` already holds it.
 """
 import shutil
 

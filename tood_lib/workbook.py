@@ -2,16 +2,15 @@
 
 The series shows one model, declared here (:data:`NOTEBOOK_MODEL`): TOOD seed 0 of the CPU bench
 on the multi-level shapes (``ablations/bench.py``), the very run that notebooks 05 and 06 judge beside
-its baselines. It is trained with the grid's own code (``ablations.run_one.run_experiment``): the grid's
-recipe and seed, so the same model as the grid's run up to the last digits (the grid trains with one
-thread per run, a notebook with all of them, which sums in another order); its ATSS positives spread
-over P3-P6 like COCO's
+its baselines. It is trained exactly as the grid trains it (``ablations.run_one.run_experiment``, the
+feature cache first, then one thread), so on the machine that ran the grid it is the grid's model bit
+for bit (another CPU may round differently); its ATSS positives spread over P3-P6 like COCO's
 (issue 19), which the main command's model on the single-level shapes cannot show (every positive
 there sits on P3), and its 32 epochs settle by the grid's plateau rule.
 
 :func:`workbook_run` returns its run folder: the folder named by ``$TOOD_WORKBOOK_RUN`` if set (any
 run of our trainer); else the grid's finished run; else the same run trained here once into
-``runs/workbook/`` (about 5 minutes on 2 CPU cores, fp32; later notebooks reuse it). Every notebook
+``runs/workbook/`` (about 8 minutes on a CPU, fp32, one thread as in the grid; later notebooks reuse it). Every notebook
 prints what it shows with ``model_card.model_statement``, read from the folder, never typed.
 
 Figures go to ``figures/`` (or ``TOOD_FIGURES_DIR``, which the tests set to a temporary folder).
@@ -105,13 +104,22 @@ def workbook_run(run_dir: str | Path | None = None, progress: bool = True) -> Pa
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _is_finished(folder, cfg):
             return folder
+        from tood_lib.ablations.run_grid import prepare_features
         from tood_lib.ablations.run_one import run_experiment
 
         print(f"[workbook] training the notebooks' model once: {run} of the CPU bench ({cfg.name}, "
-              f"{cfg.train.epochs} epochs at {cfg.data.img_scale[0]} px, frozen backbone) -> {folder} (about 5 minutes "
-              f"on 2 CPU cores; later notebooks reuse it)", flush=True)
-        # (run_experiment resumes from the folder's last.pth when an earlier call was interrupted)
-        run_experiment(run, out_root=WORKBOOK_RUNS, progress=progress)
+              f"{cfg.train.epochs} epochs at {cfg.data.img_scale[0]} px, frozen backbone) -> {folder} (about 8 minutes "
+              f"on a CPU; later notebooks reuse it)", flush=True)
+        # Exactly as the grid does it, so that the model is the grid's own: the feature cache built first
+        # (all threads), then the run on one thread, as each of the grid's run-one processes has; another
+        # thread count sums in another order and ends at another model (box AP 0.390 against 0.382).
+        prepare_features([run.dataset], out_root=WORKBOOK_RUNS, progress=progress)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:  # (run_experiment resumes from the folder's last.pth when an earlier call was interrupted)
+            run_experiment(run, out_root=WORKBOOK_RUNS, progress=progress)
+        finally:
+            torch.set_num_threads(threads)
     return folder
 
 
