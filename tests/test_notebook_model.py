@@ -7,7 +7,8 @@ import pytest
 
 from tood_lib.model_card import STATEMENT_PREFIX
 from tood_lib.notebook_runner import list_notebooks
-from tood_lib.workbook import workbook_config
+from tood_lib.ablations.runs import run_dir as grid_run_dir
+from tood_lib.workbook import REPO_ROOT, WORKBOOK_RUNS, notebook_run, workbook_config
 
 NOTEBOOKS = list_notebooks()
 STATEMENT = re.compile(r"`(?P<preset>[^`]+)` from `(?P<run>[^`]+)`, epoch (?P<epoch>\d+) of (?P<epochs>\d+) "
@@ -42,6 +43,7 @@ def test_the_statement_format_is_what_model_statement_writes(tmp_path):
 @pytest.mark.parametrize("notebook", [nb for nb in NOTEBOOKS if loads_the_model(nb)], ids=lambda p: p.stem)
 def test_committed_outputs_name_the_model_the_notebook_loads(notebook):
     cfg = workbook_config()
+    declared = str(grid_run_dir(notebook_run(), WORKBOOK_RUNS).relative_to(REPO_ROOT))  # runs/workbook/shapes/tood/seed0
     statements = committed_statements(notebook)
     assert statements, f"{notebook.name} loads the series' model but prints no model card (model_statement)"
     steps_per_epoch = cfg.data.train_images // cfg.train.batch_size
@@ -53,4 +55,29 @@ def test_committed_outputs_name_the_model_the_notebook_loads(notebook):
         assert int(m["steps"]) == int(m["epoch"]) * steps_per_epoch, f"{notebook.name}: {line}"
         assert int(m["batch"]) == cfg.train.batch_size
         assert [int(m["w"]), int(m["h"])] == list(cfg.data.img_scale)
-        assert "runs/" in m["run"] and not m["run"].startswith("/"), f"{notebook.name}: a machine's path {m['run']!r}"
+        assert m["run"] == declared, f"{notebook.name} shows {m['run']}, the series' model is in {declared}"
+
+
+def test_the_grids_finished_run_is_linked_not_trained_again(tmp_path, monkeypatch):
+    """With the grid's run finished, workbook_run links runs/workbook/... to it (no training), so the
+    notebooks name the same folder whether the grid ran on this machine or not."""
+    import json
+
+    import tood_lib.ablations.runs as runs
+    import tood_lib.workbook as workbook
+
+    cfg = workbook_config()
+    grid = tmp_path / "grid"
+    monkeypatch.setattr(runs, "RUNS_DIR", grid)
+    monkeypatch.setattr(workbook, "WORKBOOK_RUNS", tmp_path / "workbook")
+    monkeypatch.delenv("TOOD_WORKBOOK_RUN", raising=False)
+    finished = grid_run_dir(notebook_run(), grid)
+    finished.mkdir(parents=True)
+    (finished / "config.json").write_text(json.dumps(cfg.to_dict()))
+    (finished / "result.json").write_text("{}")
+    for epoch in range(1, cfg.train.epochs + 1):
+        (finished / f"epoch_{epoch}.pth").write_bytes(b"")
+    folder = workbook.workbook_run(progress=False)
+    assert folder == grid_run_dir(notebook_run(), tmp_path / "workbook")
+    assert folder.is_symlink() and folder.resolve() == finished.resolve()
+    assert workbook.workbook_run(progress=False) == folder  # and the second call finds it

@@ -9,8 +9,9 @@ for bit (another CPU may round differently); its ATSS positives spread over P3-P
 there sits on P3), and its 32 epochs settle by the grid's plateau rule.
 
 :func:`workbook_run` returns its run folder: the folder named by ``$TOOD_WORKBOOK_RUN`` if set (any
-run of our trainer); else the grid's finished run; else the same run trained here once into
-``runs/workbook/`` (about 8 minutes on a CPU, fp32, one thread as in the grid; later notebooks reuse it). Every notebook
+run of our trainer); else ``runs/workbook/shapes/tood/seed0``, which is a link to the grid's finished run
+when there is one, or else the same run trained there once (about 8 minutes on a CPU, fp32, one thread as
+in the grid; later notebooks reuse it). Every notebook
 prints what it shows with ``model_card.model_statement``, read from the folder, never typed.
 
 Figures go to ``figures/`` (or ``TOOD_FIGURES_DIR``, which the tests set to a temporary folder).
@@ -28,8 +29,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The notebooks' model: (data set, experiment, seed) of the CPU grid on its active bench.
 NOTEBOOK_MODEL = ("shapes", "tood", 0)
-WORKBOOK_RUNS = REPO_ROOT / "runs" / "workbook"
-MIN_DPI = 100  # every figure under figures/ is drawn at least this sharp (tests/test_figure_standards.py)  # where workbook_run trains it when the grid has not
+WORKBOOK_RUNS = REPO_ROOT / "runs" / "workbook"  # the notebooks' run folder (a link to the grid's run, or trained there)
+MIN_DPI = 100  # every figure under figures/ is drawn at least this sharp (tests/test_figure_standards.py)
 
 
 def figures_dir() -> Path:
@@ -78,8 +79,9 @@ def workbook_run(run_dir: str | Path | None = None, progress: bool = True) -> Pa
     """The run folder the notebooks read (see the module docstring for the order of choice).
 
     ``run_dir`` (or ``$TOOD_WORKBOOK_RUN``) names an existing run folder to use; it must hold
-    ``epoch_N.pth`` files from our trainer. Otherwise the grid's finished run of :data:`NOTEBOOK_MODEL`,
-    or else that run trained here once (resuming if interrupted) under ``runs/workbook/``. Returns the folder.
+    ``epoch_N.pth`` files from our trainer. Otherwise ``runs/workbook/<data set>/<experiment>/seed<N>``: a link
+    to the grid's finished run of :data:`NOTEBOOK_MODEL` when there is one, else that run trained there once
+    (resuming if interrupted). Returns the folder.
     """
     from tood_lib.ablations.runs import RUNS_DIR, run_dir as grid_run_dir
 
@@ -94,10 +96,16 @@ def workbook_run(run_dir: str | Path | None = None, progress: bool = True) -> Pa
                                     f"TOOD_WORKBOOK_RUN to let the notebooks train their own model")
         return path
     cfg, run = workbook_config(), notebook_run()
-    grid_folder = grid_run_dir(run, RUNS_DIR)
-    if _is_finished(grid_folder, cfg):
-        return grid_folder
     folder = grid_run_dir(run, WORKBOOK_RUNS)
+    if _is_finished(folder, cfg):
+        return folder
+    grid_folder = grid_run_dir(run, RUNS_DIR)
+    if not folder.exists() and _is_finished(grid_folder, cfg):
+        # the grid has trained it: runs/workbook/ links to that run, so that every notebook names one folder
+        # whether the grid ran here or not
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.symlink_to(grid_folder.resolve(), target_is_directory=True)
+        return folder
     WORKBOOK_RUNS.mkdir(parents=True, exist_ok=True)
     # One trainer at a time: a second notebook (or test) started meanwhile waits here, then reuses the run.
     with open(WORKBOOK_RUNS / ".train.lock", "w") as lock:
