@@ -36,6 +36,7 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.mark.workbook_model
 @pytest.mark.slow
 def test_assignment_explorer_in_browser(tmp_path):
     browser_check = load_browser_check()

@@ -71,12 +71,17 @@ def test_the_grids_finished_run_is_linked_not_trained_again(tmp_path, monkeypatc
     monkeypatch.setattr(runs, "RUNS_DIR", grid)
     monkeypatch.setattr(workbook, "WORKBOOK_RUNS", tmp_path / "workbook")
     monkeypatch.delenv("TOOD_WORKBOOK_RUN", raising=False)
+    assert not workbook.workbook_model_ready()  # nothing trained: the suite would train it in the background
+    monkeypatch.setenv("TOOD_WORKBOOK_RUN", str(tmp_path / "elsewhere"))
+    assert workbook.workbook_model_ready()  # a named run is the user's business, nothing to train
+    monkeypatch.delenv("TOOD_WORKBOOK_RUN")
     finished = grid_run_dir(notebook_run(), grid)
     finished.mkdir(parents=True)
     (finished / "config.json").write_text(json.dumps(cfg.to_dict()))
     (finished / "result.json").write_text("{}")
     for epoch in range(1, cfg.train.epochs + 1):
         (finished / f"epoch_{epoch}.pth").write_bytes(b"")
+    assert workbook.workbook_model_ready()  # the grid's finished run will do
     folder = workbook.workbook_run(progress=False)
     assert folder == grid_run_dir(notebook_run(), tmp_path / "workbook")
     assert folder.is_symlink() and folder.resolve() == finished.resolve()

@@ -1,7 +1,8 @@
 """The notebooks run top to bottom on the built-in data (in a temporary copy) and draw every figure they name.
 
-The first notebook to run trains the series' model (``tood_lib.workbook.workbook_run``: the CPU bench's
-TOOD seed 0, about 8 minutes on one CPU thread, as the grid trains it) unless the grid's run or ``runs/workbook/`` already holds it.
+They need the series' model (``tood_lib.workbook.workbook_run``: the CPU bench's TOOD seed 0, about 8
+minutes on one CPU thread, as the grid trains it) unless the grid's run or ``runs/workbook/`` already holds
+it; so they run last, and ``tests/conftest.py`` trains it in the background while the other tests run.
 """
 import shutil
 
@@ -42,6 +43,7 @@ def test_committed_notebook_has_outputs_and_no_errors(notebook):
     assert figure_names(nb), f"{notebook.name} saves no figure"
 
 
+@pytest.mark.workbook_model
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
 def test_notebook_runs_and_draws_its_figures(notebook, tmp_path):

@@ -75,6 +75,17 @@ def _is_finished(run_dir: Path, cfg) -> bool:
             and all((run_dir / f"epoch_{e}.pth").is_file() for e in range(1, cfg.train.epochs + 1)))
 
 
+def workbook_model_ready() -> bool:
+    """True when :func:`workbook_run` would return at once, without training: ``$TOOD_WORKBOOK_RUN`` is set,
+    or the notebooks' run (or the grid's, which it links to) is finished."""
+    from tood_lib.ablations.runs import RUNS_DIR, run_dir as grid_run_dir
+
+    if os.environ.get("TOOD_WORKBOOK_RUN"):
+        return True
+    cfg, run = workbook_config(), notebook_run()
+    return _is_finished(grid_run_dir(run, WORKBOOK_RUNS), cfg) or _is_finished(grid_run_dir(run, RUNS_DIR), cfg)
+
+
 def workbook_run(run_dir: str | Path | None = None, progress: bool = True) -> Path:
     """The run folder the notebooks read (see the module docstring for the order of choice).
 
@@ -188,3 +199,11 @@ def workbook_val_set(cfg, run_dir: str | Path | None = None):
 
     root = run_data_root(run_dir if run_dir is not None else workbook_run(progress=False)) or data_root(NOTEBOOK_MODEL[0])
     return CocoDetection(root, "val", cfg.data, train=False, verbose=False)
+
+
+if __name__ == "__main__":
+    # `python -m tood_lib.workbook`: train (or link) the notebooks' model now; the test suite starts this
+    # in the background (tests/conftest.py) so that training overlaps the tests that do not need it.
+    import sys
+
+    print(workbook_run(progress="--quiet" not in sys.argv[1:]))
