@@ -91,8 +91,8 @@ def test_analysed_run_has_time_lapse_and_table6(tmp_path):
 
 
 def test_finetune_mode_trains_the_backbone_without_a_cache(tmp_path):
-    from tood_lib.config import build_model
     from tood_lib.ablations.grid import experiment_config
+    from tood_lib.model.detector import build_model
 
     run = Run("shapes", "atss_parallel", 0)
     record = run_experiment(run, tmp_path, progress=False, overrides=TINY, finetune=True)

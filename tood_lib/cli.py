@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
-from tood_lib.config import PRESETS, build_model, get_preset
+from tood_lib.config import PRESETS, get_preset
 from tood_lib.engine.atomic import DiskFull
 from tood_lib.engine.trainer import TrainingDiverged
 from tood_lib.model.backbone import PretrainedWeightsUnavailable
+from tood_lib.model.detector import build_model
 
 
 def _fmt_m(n: int) -> str:

@@ -100,7 +100,7 @@ def analyse_run(out_dir: Path, cfg, val_set, timelapse: bool, progress: bool = T
     the first val images after every epoch)."""
     from tood_lib.analysis.errors import nms_box_counts
     from tood_lib.engine.inference import predict_dataset
-    from tood_lib.workbook import load_run_model, run_checkpoints
+    from tood_lib.engine.run_folder import load_run_model, run_checkpoints
 
     out = {}
     if timelapse:
