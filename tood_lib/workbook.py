@@ -137,7 +137,9 @@ def workbook_run(run_dir: str | Path | None = None, progress: bool = True) -> Pa
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:  # (run_experiment resumes from the folder's last.pth when an earlier call was interrupted)
-            run_experiment(run, out_root=WORKBOOK_RUNS, progress=progress)
+            # Training and its evaluations only: the grid's analysis of this run (time-lapse, Table 6, level
+            # audit) is in results/, and no notebook reads it from here; it would add half a minute.
+            run_experiment(run, out_root=WORKBOOK_RUNS, progress=progress, analyse=False)
         finally:
             torch.set_num_threads(threads)
     return folder
