@@ -3,7 +3,7 @@
 The series shows one model, declared here (:data:`NOTEBOOK_MODEL`): TOOD seed 0 of the CPU bench
 on the multi-level shapes (``ablations/bench.py``), the very run that notebooks 05 and 06 judge beside
 its baselines. It is trained exactly as the grid trains it (``ablations.run_one.run_experiment``, the
-feature cache first, then one thread), so on the machine that ran the grid it is the grid's model bit
+feature cache first, then one thread; only the grid's analysis afterwards is left out), so on the machine that ran the grid it is the grid's model bit
 for bit (another CPU may round differently); its ATSS positives spread over P3-P6 like COCO's
 (issue 19), which the main command's model on the single-level shapes cannot show (every positive
 there sits on P3), and its 32 epochs settle by the grid's plateau rule.
