@@ -69,7 +69,9 @@ def main() -> None:
 
     from tood_lib.ablations.grid import experiment_config
     from tood_lib.ablations.run_one import FINETUNE_OVERRIDES
-    from tood_lib.config import apply_overrides, build_model
+    from tood_lib.config import apply_overrides
+    from tood_lib.model.detector import build_model
+
 
     torch.set_num_threads(args.threads)
     base = experiment_config(args.experiment, "cpu", "shapes")
@@ -114,7 +116,9 @@ def candidates(args) -> None:
     """The grid's protocol (frozen, cached) at each candidate canvas of the bench, same proportions."""
     from tood_lib.ablations.bench import CANDIDATES
     from tood_lib.ablations.grid import experiment_config
-    from tood_lib.config import apply_overrides, build_model
+    from tood_lib.config import apply_overrides
+    from tood_lib.model.detector import build_model
+
 
     torch.set_num_threads(args.threads)
     print(f"[bench] {args.experiment}, frozen backbone with cached features, {args.threads} thread(s), TAL phase; "

@@ -19,9 +19,10 @@ import torch
 
 from tood_lib.api import load_model
 from tood_lib.batch import make_batch
-from tood_lib.config import build_model, get_preset
+from tood_lib.config import get_preset
 from tood_lib.data.synthetic import draw_scene
 from tood_lib.data.transforms import resize_and_normalize, to_tensor_image
+from tood_lib.model.detector import build_model
 
 
 def main() -> None:

@@ -52,7 +52,9 @@ def synthetic_batch(batch: int, size: tuple[int, int], num_classes: int, cfg):
 
 
 def build(args, device):
-    from tood_lib.config import build_model, get_preset
+    from tood_lib.config import get_preset
+    from tood_lib.model.detector import build_model
+
 
     torch.manual_seed(args.seed)
     cfg = get_preset(args.preset)
@@ -162,8 +164,8 @@ def compare(args) -> None:
     print(f"\n{args.preset}, batch {args.batch} x {args.size[0]}x{args.size[1]}, {args.device}, "
           f"{results[('after', args.amp[0])][0]['threads']} threads, median of {args.rounds} rounds "
           f"(each the median of {args.steps} steps)")
-    print(f"| amp | before images/s | after images/s | speed-up | before peak GiB | after peak GiB |")
-    print(f"|---|---:|---:|---:|---:|---:|")
+    print("| amp | before images/s | after images/s | speed-up | before peak GiB | after peak GiB |")
+    print("|---|---:|---:|---:|---:|---:|")
     table = []
     for amp in args.amp:
         before = statistics.median(r["images_per_s"] for r in results[("before", amp)])

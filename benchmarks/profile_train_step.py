@@ -55,8 +55,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
 
-    from tood_lib.config import build_model, get_preset
+    from tood_lib.config import get_preset
     from tood_lib.criterion import assign, compute_losses, scheme
+    from tood_lib.model.detector import build_model
     from tood_lib.model.detector import total_loss
 
     torch.manual_seed(0)
@@ -160,7 +161,7 @@ def main() -> None:
     total = sum(ms for _, ms in rows)
     print(f"{cfg.name}: batch {args.batch} x {size[0]}x{size[1]}, {'fp32' if dtype is None else 'bf16 autocast'}, "
           f"{method} phase, {torch.get_num_threads()} threads, median of {args.steps}")
-    print(f"| part | ms | share |\n|---|---:|---:|")
+    print("| part | ms | share |\n|---|---:|---:|")
     for name, ms in rows:
         print(f"| {name} | {ms:.1f} | {100 * ms / total:.0f} % |")
     print(f"| sum of the parts | {total:.1f} | |")

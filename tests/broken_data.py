@@ -106,7 +106,7 @@ def make_broken_split(source: Path, out: Path, split: str = "val") -> dict:
     first = lambda image_id: next(a for a in by_image[image_id] if not a.get("iscrowd", 0))  # noqa: E731
     first(role["dup_id_b"])["id"] = first(role["dup_id_a"])["id"]  # pycocotools would lose one of them
     del first(role["dup_id_a"])["area"]
-    w, h = entry[role["partly_outside"]]["width"], entry[role["partly_outside"]]["height"]
+    w = entry[role["partly_outside"]]["width"]
     a, b = [x for x in by_image[role["partly_outside"]] if not x.get("iscrowd", 0)][:2]
     a["bbox"] = [a["bbox"][0] - a["bbox"][0] - 25, a["bbox"][1], a["bbox"][2] + a["bbox"][0] + 25, a["bbox"][3]]
     b["bbox"] = [b["bbox"][0], b["bbox"][1], w + 40 - b["bbox"][0], b["bbox"][3]]  # to 40 px past the right edge

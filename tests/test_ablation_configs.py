@@ -2,7 +2,6 @@
 each one dry-run: build the full R-50 model and the data pipeline and train one step on tiny inputs."""
 import json
 import math
-from pathlib import Path
 
 import pytest
 

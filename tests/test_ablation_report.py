@@ -3,7 +3,6 @@ import math
 
 import matplotlib
 import pandas as pd
-import pytest
 
 from tood_lib.ablations.report import (plot_ap_curves, plot_exponent_grid, plot_paper_vs_ours, plot_table6, side_by_side,
                                       verdict_display)

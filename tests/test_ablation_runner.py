@@ -1,7 +1,9 @@
 """The CPU-scale ablation runner on tiny settings: feature caches, a resumable grid in subprocesses,
 the AP curve and plateau rule, the analysed run's time-lapse and Table 6 numbers, tables and verdicts."""
 import json
+import shutil
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,6 +13,8 @@ from tood_lib.ablations.collect import collect_results
 from tood_lib.ablations.run_grid import run_grid
 from tood_lib.ablations.run_one import run_experiment
 from tood_lib.ablations.runs import Run, feature_dir, run_dir
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = ["data.train_images=8", "train.batch_size=4", "train.epochs=2", "tal.warmup_epochs=1", "data.img_scale=64,64",
         "train.warmup_iters=1", "train.lr_steps=2"]
@@ -89,10 +93,20 @@ def test_analysed_run_has_time_lapse_and_table6(tmp_path):
     assert table6.at["tood", "cpu_PCC"] == pytest.approx(record["alignment"]["PCC"], abs=1e-3)
     assert set(torch.load(tmp_path / "results" / "snapshots_shapes_cpu.pt", weights_only=True)) == {"tood"}
 
+    # analyse=False (the notebooks' copy of a grid run): the same training, every epoch's checkpoint kept, no analysis
+    plain = run_experiment(run, tmp_path / "plain", progress=False, overrides=TINY, analyse=False)
+    assert plain["AP"] == record["AP"] and plain["ap_curve"] == record["ap_curve"]
+    assert not {"timelapse", "nms", "alignment", "levels"} & set(plain)
+    folder = run_dir(run, tmp_path / "plain")
+    assert sorted(p.name for p in folder.glob("epoch_*.pth")) == ["epoch_1.pth", "epoch_2.pth"]
+    ours = torch.load(folder / "epoch_2.pth", weights_only=False)["model"]
+    grids = torch.load(run_dir(run, tmp_path) / "epoch_2.pth", weights_only=False)["model"]
+    assert all(torch.equal(ours[k], grids[k]) for k in grids)
+
 
 def test_finetune_mode_trains_the_backbone_without_a_cache(tmp_path):
-    from tood_lib.config import build_model
     from tood_lib.ablations.grid import experiment_config
+    from tood_lib.model.detector import build_model
 
     run = Run("shapes", "atss_parallel", 0)
     record = run_experiment(run, tmp_path, progress=False, overrides=TINY, finetune=True)
@@ -258,6 +272,10 @@ def test_tables_without_names_tabulates_every_finished_run(tmp_path):
                       **{k: 0.3 + 0.1 * i for k in STAT_KEYS}, ap_curve=[[9, 0.3 + 0.1 * i], [12, 0.3 + 0.1 * i]],
                       plateau=dict(epoch_75=9, AP_75=0.3 + 0.1 * i, AP_final=0.3 + 0.1 * i, ok=True))
         (folder / "result.json").write_text(json.dumps(record))
+    # Table 1's model sizes are counted once and cached beside the tables; the committed cache spares this test
+    # the full-size models it would build (about 40 s), which are not what it checks
+    (tmp_path / "results").mkdir()
+    shutil.copy(REPO / "results" / "table1_complexity.csv", tmp_path / "results" / "table1_complexity.csv")
     assert main(["ablations", "tables", "--out-root", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]) == 0
     table = pd.read_csv(tmp_path / "results" / "ablation_runs_cpu.csv")
     assert sorted(zip(table.dataset, table.experiment, table.seed)) == sorted((r.dataset, r.experiment, r.seed) for r in finished)

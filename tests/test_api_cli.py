@@ -5,9 +5,10 @@ from PIL import Image
 
 from tood_lib.api import Detector, config_from_dict
 from tood_lib.cli import main
-from tood_lib.config import apply_overrides, build_model, get_preset
+from tood_lib.config import apply_overrides, get_preset
 from tood_lib.data.builtin import build_builtin_dataset
 from tood_lib.engine.checkpoint import save_checkpoint
+from tood_lib.model.detector import build_model
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,11 @@ pytest.importorskip("ipywidgets")
 
 from tood_lib.analysis.assignment_explorer import AssignmentExplorer, explain_assignment, run_assigner  # noqa: E402
 from tood_lib.assign import atss_assign, task_aligned_assign  # noqa: E402
-from tood_lib.config import build_model, get_preset  # noqa: E402
+from tood_lib.config import get_preset  # noqa: E402
 from tood_lib.data.builtin import build_builtin_dataset  # noqa: E402
 from tood_lib.data.coco import CocoDetection  # noqa: E402
 from tood_lib.engine.checkpoint import save_checkpoint  # noqa: E402
+from tood_lib.model.detector import build_model  # noqa: E402
 from tood_lib.model.priors import multilevel_priors, valid_prior_mask  # noqa: E402
 
 

@@ -4,9 +4,10 @@ import torch
 
 from tood_lib.batch import make_batch
 from tood_lib.boxes import aligned_iou, box_iou
-from tood_lib.config import apply_overrides, build_model, get_preset
+from tood_lib.config import apply_overrides, get_preset
 from tood_lib.criterion import assign, compute_losses, scheme
 from tood_lib.losses import focal_loss_with_probs
+from tood_lib.model.detector import build_model
 from tood_lib.model.detector import total_loss
 from tood_lib.model.priors import valid_prior_mask
 

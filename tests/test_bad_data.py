@@ -13,7 +13,7 @@ from torch import nn
 
 from broken_data import edit_annotations, make_broken_split, make_small_split, write_16bit_gray, write_oversized_png
 from tood_lib.cli import main
-from tood_lib.config import DataConfig, apply_overrides, build_model, get_preset
+from tood_lib.config import DataConfig, apply_overrides, get_preset
 from tood_lib.data.builtin import build_builtin_dataset
 from tood_lib.data.check import POLICIES, DataCheckError, check_split
 from tood_lib.data.coco import CocoDetection, coco_tiny_root, load_coco_annotations
@@ -21,6 +21,7 @@ from tood_lib.data.decode import read_image
 from tood_lib.engine.checkpoint import save_checkpoint
 from tood_lib.engine.evaluate import evaluate_coco
 from tood_lib.engine.inference import evaluate_dataset
+from tood_lib.model.detector import build_model
 
 TINY = coco_tiny_root()
 needs_tiny = pytest.mark.skipif(TINY is None, reason="COCO Tiny not found (set COCO_TINY or put it at ../shared/coco_tiny)")

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from tood_lib.batch import make_batch
-from tood_lib.config import build_model
 from tood_lib.engine.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
+from tood_lib.model.detector import build_model
 
 
 def test_round_trip_is_exact(tmp_path):

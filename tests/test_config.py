@@ -1,7 +1,9 @@
 """Presets and overrides."""
 import pytest
 
-from tood_lib.config import PRESETS, apply_overrides, build_model, get_preset
+from tood_lib.config import PRESETS, apply_overrides, get_preset
+from tood_lib.model.detector import build_model
+
 
 OFFICIAL_ZOO = ["tood_r50_fpn_1x_coco", "tood_r50_fpn_anchor_based_1x_coco", "tood_r101_fpn_mstrain_2x_coco",
                 "tood_x101_64x4d_fpn_mstrain_2x_coco", "tood_r101_fpn_dconv_c3-c5_mstrain_2x_coco",

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from tood_lib.batch import make_batch
-from tood_lib.config import apply_overrides, build_model, get_preset
+from tood_lib.config import apply_overrides, get_preset
+from tood_lib.model.detector import build_model
 from tood_lib.model.detector import total_loss
 
 

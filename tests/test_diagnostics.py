@@ -68,6 +68,29 @@ def test_the_schedule_check_orders_each_pair_under_both_schedules(tmp_path):
     assert (tmp_path / "schedule_check_cpu.csv").is_file()
 
 
+def test_a_partial_schedule_check_judges_only_pairs_with_two_seeds_under_both():
+    """While the check runs (runs committed one by one), a pair is judged only once it has two paired seeds
+    under the longer schedule; the plateau counts count the finished runs of each schedule."""
+    from tood_lib.ablations.checks import schedule_comparison, schedule_plateaus
+
+    def row(dataset, experiment, seed, ap, end=True, pre_drop=True):
+        return dict(dataset=dataset, experiment=experiment, seed=seed, AP=ap, plateau_ok=end, pre_drop_ok=pre_drop)
+    base = pd.DataFrame([row(d, e, s, 0.30 + 0.05 * (e == "tood") + 0.001 * s, pre_drop=s > 0)
+                         for d in ("shapes", "misaligned") for e in ("atss_parallel", "atss_t_head", "tal_parallel", "tood")
+                         for s in range(3)])
+    longer = pd.DataFrame([row("shapes", "atss_parallel", 0, 0.30), row("shapes", "atss_parallel", 1, 0.31),
+                           row("shapes", "tood", 0, 0.36, pre_drop=False), row("shapes", "tood", 1, 0.371)])
+    check = schedule_comparison(base, longer).set_index(["dataset", "baseline", "variant"])
+    assert len(check) == 10  # every declared pair of both data sets is listed, judged or not
+    assert check.at[("shapes", "atss_parallel", "tood"), "agreement"] == "same"
+    assert check.at[("shapes", "atss_parallel", "tood"), "schedule_2x_seeds"] == 2
+    assert check["agreement"].notna().sum() == 1  # no other pair has two seeds of both experiments yet
+    plateaus = schedule_plateaus(base, longer).set_index(["schedule", "dataset"])
+    assert plateaus.at[("1x", "shapes"), "runs"] == 12 and plateaus.at[("1x", "shapes"), "settled_before_first_drop"] == 8
+    assert plateaus.at[("2x", "shapes"), "runs"] == 4 and plateaus.at[("2x", "shapes"), "settled_before_first_drop"] == 3
+    assert plateaus.at[("2x", "misaligned"), "runs"] == 0
+
+
 class _Truth:
     """A stand-in data set: ground_truth(index) -> (boxes (G, 4), labels (G,))."""
 

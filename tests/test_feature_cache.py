@@ -5,11 +5,12 @@ import json
 import pytest
 import torch
 
-from tood_lib.config import apply_overrides, build_model, get_preset
+from tood_lib.config import apply_overrides, get_preset
 from tood_lib.data.builtin import build_builtin_dataset
 from tood_lib.data.coco import CocoDetection, collate
 from tood_lib.engine.feature_cache import FeatureCache, build_feature_cache, cached_training_features, check_cache
 from tood_lib.engine.trainer import Trainer
+from tood_lib.model.detector import build_model
 
 SMALL = ["model.frozen_stages=4", "model.norm_eval=true", "model.backbone_weights=none", "data.img_scale=64,64",
          "data.train_images=8", "train.batch_size=4", "train.epochs=2", "tal.warmup_epochs=1", "train.warmup_iters=1"]

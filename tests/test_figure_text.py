@@ -122,8 +122,10 @@ def _figures():
 
 
 def _layer_attention():
-    from tood_lib.analysis.internals import head_internals, plot_layer_attention
-    from tood_lib.config import build_model, get_preset
+    from tood_lib.analysis.head_internals import head_internals
+    from tood_lib.analysis.layer_attention import plot_layer_attention
+    from tood_lib.config import get_preset
+    from tood_lib.model.detector import build_model
 
     torch.manual_seed(0)
     internals = head_internals(build_model(get_preset("tood_small")), torch.randn(2, 3, 64, 64)).internals

@@ -1,4 +1,5 @@
-"""The T-Head internals drawings (tood_lib/analysis/internals.py): what they draw, and where."""
+"""The T-Head's internals (analysis/head_internals.py) and their drawings (analysis/head_maps.py, the layer
+attention's in analysis/layer_attention.py, Table 1's counts in analysis/complexity.py): what they draw, and where."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -10,10 +11,14 @@ import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.quiver import Quiver  # noqa: E402
 
-from tood_lib.analysis import internals as ti  # noqa: E402
+from tood_lib.analysis import complexity as cx  # noqa: E402
+from tood_lib.analysis import head_internals as hi  # noqa: E402
+from tood_lib.analysis import head_maps as hm  # noqa: E402
+from tood_lib.analysis import layer_attention as la  # noqa: E402
 from tood_lib.analysis.complexity import PAPER_TABLE1  # noqa: E402
-from tood_lib.config import build_model, get_preset  # noqa: E402
+from tood_lib.config import get_preset  # noqa: E402
 from tood_lib.data.transforms import resize_and_normalize  # noqa: E402
+from tood_lib.model.detector import build_model  # noqa: E402
 
 STRIDE = 8
 
@@ -47,7 +52,7 @@ def small_internals():
     """Real internals of an untrained tood_small on a 64x64 batch of two images."""
     torch.manual_seed(0)
     model = build_model(get_preset("tood_small")).train()
-    out = ti.head_internals(model, torch.randn(2, 3, 64, 64))
+    out = hi.head_internals(model, torch.randn(2, 3, 64, 64))
     assert model.training  # the mode is given back
     return out.internals
 
@@ -61,15 +66,15 @@ def test_head_internals_shapes(small_internals):
         assert d["offsets"].shape == (2, 8, h, w) and d["prob_map"].shape == (2, 1, h, w)
         assert d["cls_logits"].shape == (2, 10, h, w) and d["boxes_after"].shape == (2, 4, h, w)
         # the head's score is sqrt(σ(Z)·M), Eq. 5
-        assert ti.aligned_scores(d).shape == (2, 10, h, w)
-        assert torch.all(ti.aligned_scores(d) <= 1)
+        assert hi.aligned_scores(d).shape == (2, 10, h, w)
+        assert torch.all(hi.aligned_scores(d) <= 1)
 
 
 def test_denormalize_undoes_the_transform():
     rgb = torch.randint(0, 256, (3, 16, 16)).float()
     mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
     normalised, _, _ = resize_and_normalize(rgb, (16, 16), mean, std)
-    back = ti.denormalize(normalised, mean, std)
+    back = hi.denormalize(normalised, mean, std)
     assert back.shape == (16, 16, 3) and back.dtype == np.uint8
     np.testing.assert_array_equal(back, rgb.permute(1, 2, 0).byte().numpy())
 
@@ -81,7 +86,7 @@ def test_network_inputs_on_a_tiny_builtin_set(tmp_path):
     cfg = get_preset("tood_small")
     root = build_builtin_dataset(tmp_path / "b", num_train=1, num_val=2, image_size=(96, 128), progress=False)
     val = CocoDetection(root, "val", cfg.data, train=False)
-    batch, views = ti.network_inputs(val, [0, 1])
+    batch, views = hi.network_inputs(val, [0, 1])
     assert batch.images.shape[0] == 2
     h, w = views[0]["image"].shape[:2]
     assert (h, w) == tuple(val[0]["image_size"]) and views[0]["image"].dtype == np.uint8
@@ -93,7 +98,7 @@ def test_offset_arrows_start_at_anchor_points_and_end_where_each_side_is_read():
     set_box(d, 2, 3, [2.0, 1.0, 4.0, 3.0], [2.0, 1.0, 4.0, 3.0])
     # side c reads (dy, dx) = (O[2c], O[2c+1]) in cells: left (0.5, -1), top (-1, 0), right (0, 2), bottom (1.5, 0.25)
     d["offsets"][0, :, 2, 3] = torch.tensor([0.5, -1.0, -1.0, 0.0, 0.0, 2.0, 1.5, 0.25])
-    fig = ti.plot_offset_arrows(image(), [d], level=0, stride=STRIDE, k=1)  # default: the most confident location
+    fig = hm.plot_offset_arrows(image(), [d], level=0, stride=STRIDE, k=1)  # default: the most confident location
     quivers = [c for c in fig.axes[0].collections if isinstance(c, Quiver)]
     labels = ["left side (x1)", "top side (y1)", "right side (x2)", "bottom side (y2)"]
     assert [q.get_label() for q in quivers] == labels
@@ -108,7 +113,7 @@ def test_offset_arrows_start_at_anchor_points_and_end_where_each_side_is_read():
     plt.close(fig)
 
     # explicit points and an exaggeration factor
-    fig = ti.plot_offset_arrows(image(), [d], level=0, points=[(2, 3), (0, 0)], exaggerate=10)
+    fig = hm.plot_offset_arrows(image(), [d], level=0, points=[(2, 3), (0, 0)], exaggerate=10)
     q = [c for c in fig.axes[0].collections if isinstance(c, Quiver)][2]  # right side
     np.testing.assert_allclose(q.X, [24, 0])
     np.testing.assert_allclose(q.U, [2.0 * STRIDE * 10, 0])
@@ -122,7 +127,7 @@ def test_top_locations_are_distinct_objects_in_pixels():
     set_box(d0, 1, 2, [0.6, 0.5, 1.6, 1.5], [0.6, 0.5, 1.6, 1.5], score_logit=4.0)  # a neighbour: NMS removes it
     set_box(d1, 0, 2, [1.0, 0.0, 2.0, 1.0], [1.0, 0.0, 2.0, 1.0], score_logit=3.0, label=0)  # stride 16
     gt = np.array([[4.0, 4.0, 12.0, 12.0], [16.0, 0.0, 32.0, 16.0]])
-    top = ti.top_locations([d0, d1], k=2, gt_boxes=gt)
+    top = hi.top_locations([d0, d1], k=2, gt_boxes=gt)
     assert list(top["level"]) == [0, 1] and list(top["label"]) == [2, 0]
     assert (top.loc[0, "x"], top.loc[0, "y"]) == (8.0, 8.0) and (top.loc[1, "x"], top.loc[1, "y"]) == (32.0, 0.0)
     assert top.loc[0, "before"] == (4.0, 4.0, 12.0, 12.0) and top.loc[1, "after"] == (16.0, 0.0, 32.0, 16.0)
@@ -134,7 +139,7 @@ def test_boxes_before_after_draws_both_boxes_and_the_ground_truth():
     d = hand_made_level()
     set_box(d, 1, 1, [0.5, 0.5, 1.5, 1.5], [0.5, 0.25, 1.75, 1.5])
     gt = np.array([[4.0, 2.0, 14.0, 12.0]])
-    fig = ti.plot_boxes_before_after(image(), [d], k=1, gt_boxes=gt)
+    fig = hm.plot_boxes_before_after(image(), [d], k=1, gt_boxes=gt)
     full = fig.axes[0]
     rects = {(r.get_xy(), r.get_width(), r.get_height(), r.get_linestyle()) for r in full.patches}
     assert ((4.0, 4.0), 8.0, 8.0, "--") in rects  # B, dashed
@@ -147,7 +152,7 @@ def test_boxes_before_after_draws_both_boxes_and_the_ground_truth():
 
 def test_interactive_features_draw_the_channel_norms_on_the_image_grid():
     d = hand_made_level(h=4, w=5, c=4)
-    fig = ti.plot_interactive_features(image(32, 40), [d], level=0)
+    fig = hm.plot_interactive_features(image(32, 40), [d], level=0)
     maps = [ax for ax in fig.axes if ax.get_images() and ax.get_title().startswith("$X")]
     assert len(maps) == 8  # X^1..X^6, X^cls, X^reg
     for k, ax in enumerate(maps[:6]):
@@ -162,7 +167,7 @@ def test_interactive_features_draw_the_channel_norms_on_the_image_grid():
 
 def test_layer_attention_bars_are_the_difference_of_the_two_tasks(small_internals):
     trained = [dict(d, cls_attention=d["cls_attention"] * 0 + 0.9) for d in small_internals]
-    fig = ti.plot_layer_attention({"untrained": small_internals, "trained": trained})
+    fig = la.plot_layer_attention({"untrained": small_internals, "trained": trained})
     assert len(fig.axes) == 2  # one panel per model, the levels side by side in it
     for ax, internals in zip(fig.axes, (small_internals, trained)):
         bars = [p for p in ax.patches]
@@ -178,12 +183,12 @@ def test_layer_attention_bars_are_the_difference_of_the_two_tasks(small_internal
     # untrained: the layer-attention convs start at N(0, 0.001), so both tasks weight every layer alike
     assert all(abs(p.get_height()) < 0.01 for p in fig.axes[0].patches)
     plt.close(fig)
-    fig = ti.plot_layer_attention({"one image": small_internals}, image_index=1)
+    fig = la.plot_layer_attention({"one image": small_internals}, image_index=1)
     heights = [p.get_height() for p in fig.axes[0].patches][:6]
     d = small_internals[0]
     np.testing.assert_allclose(heights, (d["cls_attention"][1] - d["reg_attention"][1]).numpy(), rtol=1e-5, atol=1e-7)
     plt.close(fig)
-    split = ti.attention_split(trained)
+    split = la.attention_split(trained)
     assert split.loc["P3", "max_gap"] == pytest.approx(float((0.9 - small_internals[0]["reg_attention"].mean(0)).abs().max()),
                                                       rel=1e-5)
 
@@ -191,17 +196,17 @@ def test_layer_attention_bars_are_the_difference_of_the_two_tasks(small_internal
 def test_probability_map_panels(small_internals):
     img = image(64, 64)
     gt = np.array([[8.0, 8.0, 40.0, 30.0]])
-    fig = ti.plot_probability_map(img, small_internals, levels=[0, 2], gt_boxes=gt, with_scores=True)
+    fig = hm.plot_probability_map(img, small_internals, levels=[0, 2], gt_boxes=gt, with_scores=True)
     panels = [ax for ax in fig.axes if len(ax.get_images()) == 2]  # grey image + map
     assert len(panels) == 6  # 3 rows x 2 levels
     m = panels[0].get_images()[1]
     np.testing.assert_allclose(m.get_array(), small_internals[0]["prob_map"][0, 0].numpy(), rtol=1e-6)
     assert m.get_clim() == (0, 1)
     p_align = panels[5].get_images()[1].get_array()  # last row, level 2
-    np.testing.assert_allclose(p_align, ti.aligned_scores(small_internals[2])[0].max(0).values.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(p_align, hi.aligned_scores(small_internals[2])[0].max(0).values.numpy(), rtol=1e-6)
     assert all(sum(p.get_label() == "ground truth" for p in ax.patches) == 1 for ax in panels)
     plt.close(fig)
-    fig = ti.plot_training_change(img, {"a": small_internals, "b": small_internals}, level=1, gt_boxes=gt)
+    fig = hm.plot_training_change(img, {"a": small_internals, "b": small_internals}, level=1, gt_boxes=gt)
     assert sum(1 for ax in fig.axes if ax.get_images()) == 8
     plt.close(fig)
 
@@ -228,7 +233,7 @@ def check_table(table):
 
 
 def test_complexity_table_layout():
-    table = ti.complexity_table(MEASURED)
+    table = cx.complexity_table(MEASURED)
     assert list(table.columns[::2]) == ["head params (M)", "total params (M)", "head GMACs", "total GMACs"]
     assert all(b == f"{a}, paper" for a, b in zip(table.columns[::2], table.columns[1::2]))  # paper beside ours
     check_table(table)
@@ -239,7 +244,7 @@ def test_measure_head_complexity_uses_our_counters():
     # on the small preset: head and trainable parameters, MACs of one forward pass at 64x64.
     from tood_lib.analysis.complexity import count_macs, count_parameters
 
-    measured = ti.measure_head_complexity({"t_head": "tood_small"}, height=64, width=64)["t_head"]
+    measured = cx.measure_head_complexity({"t_head": "tood_small"}, height=64, width=64)["t_head"]
     model = build_model(get_preset("tood_small"))
     params, macs = count_parameters(model), count_macs(model, 64, 64)
     assert measured == dict(head_params=params["head"], total_params=params["trainable"], head_macs=macs["head"],

@@ -7,9 +7,10 @@ import torch
 
 from tood_lib.analysis.levels import assignment_audit, detection_audit, format_level_table, level_names, level_summary
 from tood_lib.assign import atss_assign
-from tood_lib.config import apply_overrides, build_model, get_preset
+from tood_lib.config import apply_overrides, get_preset
 from tood_lib.data.builtin import build_builtin_dataset
 from tood_lib.data.coco import CocoDetection
+from tood_lib.model.detector import build_model
 from tood_lib.model.priors import multilevel_priors, valid_prior_mask
 
 

@@ -10,7 +10,10 @@ import torch
 from tood_lib.ablations.mechanisms import layer_attention_mechanism, tal_level_mechanism
 from tood_lib.analysis.layer_attention import layer_attention_parameters
 from tood_lib.analysis.levels import pool_shares
-from tood_lib.config import apply_overrides, build_model, get_preset
+from tood_lib.config import apply_overrides, get_preset
+
+
+from tood_lib.model.detector import build_model
 
 
 def test_the_pool_is_the_share_of_inside_points_per_level():

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from tood_lib.analysis.misalignment_check import judge, mark_boxes, object_alignment, summarise
-from tood_lib.config import apply_overrides, build_model, get_preset
+from tood_lib.config import apply_overrides, get_preset
 from tood_lib.data.builtin import build_builtin_dataset
 from tood_lib.data.coco import CocoDetection
+from tood_lib.model.detector import build_model
 
 
 def test_the_rule_needs_all_three_criteria():

@@ -6,7 +6,7 @@ import torch
 
 from tood_lib.config import get_preset
 from tood_lib.model_card import STATEMENT_PREFIX, model_card, model_statement
-from tood_lib.workbook import run_checkpoints
+from tood_lib.engine.run_folder import run_checkpoints
 
 
 def _fake_run(folder, epochs=3, done=3, lr_steps=(2,)):

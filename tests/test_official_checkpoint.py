@@ -57,7 +57,7 @@ def to_official(state_dict):
 
 @pytest.fixture(scope="module")
 def model():
-    from tood_lib.config import build_model
+    from tood_lib.model.detector import build_model
     return build_model("tood_r50_fpn_1x_coco")
 
 

@@ -3,8 +3,9 @@ import json
 
 import torch
 
-from tood_lib.config import build_model, get_preset
+from tood_lib.config import get_preset
 from tood_lib.engine.pretrain import SHAPES_RECIPE, SHIPPED, save_half, shapes_backbone
+from tood_lib.model.detector import build_model
 
 
 def test_the_shipped_file_is_the_recipe_s_result_and_loads_into_the_small_preset():

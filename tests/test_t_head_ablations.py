@@ -2,7 +2,8 @@
 import torch
 
 from tood_lib.batch import make_batch
-from tood_lib.config import apply_overrides, build_model, get_preset
+from tood_lib.config import apply_overrides, get_preset
+from tood_lib.model.detector import build_model
 from tood_lib.model.detector import total_loss
 from tood_lib.model.t_head import TaskAlignedHead
 

@@ -6,8 +6,8 @@ import torch
 from tood_lib.ablations.grid import PAPER_ROWS, experiment_config
 from tood_lib.analysis.complexity import count_parameters
 from tood_lib.analysis.paper_tables import paper_table
-from tood_lib.config import build_model
 from tood_lib.model.backbone import PretrainedWeightsUnavailable, ResNetBackbone
+from tood_lib.model.detector import build_model
 from tood_lib.model.fpn import FPN
 from tood_lib.model.parallel_head import ParallelHead
 

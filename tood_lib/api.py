@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from tood_lib.batch import make_batch
-from tood_lib.config import Config, DataConfig, ModelConfig, TALConfig, TestConfig, TrainConfig, build_model, get_preset
+from tood_lib.config import Config, DataConfig, ModelConfig, TALConfig, TestConfig, TrainConfig, get_preset
 from tood_lib.data.decode import read_rgb_image, to_rgb
 from tood_lib.data.transforms import resize_and_normalize, to_tensor_image
+from tood_lib.model.detector import build_model
 
 
 def config_from_dict(d: dict) -> Config:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
-from tood_lib.config import PRESETS, build_model, get_preset
+from tood_lib.config import PRESETS, get_preset
 from tood_lib.engine.atomic import DiskFull
 from tood_lib.engine.trainer import TrainingDiverged
 from tood_lib.model.backbone import PretrainedWeightsUnavailable
+from tood_lib.model.detector import build_model
 
 
 def _fmt_m(n: int) -> str:
@@ -121,7 +122,7 @@ def _ablations(args) -> int:
     from tood_lib.ablations import checks, grid, run_one, runs
     from tood_lib.ablations.collect import collect_results
     from tood_lib.ablations.grid_lock import GridBusy
-    from tood_lib.ablations.run_grid import RunsFailed, run_grid
+    from tood_lib.ablations.run_grid import RunsFailed, git_commit_results, run_grid
 
     out_root = args.out_root or runs.bench_runs_dir(args.bench)
     results = args.results or runs.RESULTS_DIR
@@ -166,6 +167,8 @@ def _ablations(args) -> int:
                      schedule_factor=checks.SCHEDULE_FACTOR)
             if (Path(results) / "ablation_runs_cpu.csv").is_file():
                 print(checks.schedule_check(results, longer).to_string(index=False))
+                if args.commit:
+                    git_commit_results(Path(results) / "schedule_check_cpu.csv", "ablations: the schedule check's orders")
         elif args.action == "diagnose":
             # the ranking diagnosis and the per-level layer attention of every finished Table 6 run (issue 19)
             from tood_lib.ablations.diagnose import diagnose_grid

@@ -314,15 +314,3 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             raise ValueError(f"override {item!r}: {err}") from None
     return validate(cfg)
 
-
-def build_model(cfg_or_name: Config | str, load_backbone_weights: bool = False):
-    """Build the detector of a preset (name) or Config.
-
-    ``load_backbone_weights=True`` loads the recipe's ImageNet weights (``model.backbone_weights``)
-    through torchvision, with a clear message when they cannot be had offline. It is off by
-    default so that building a model never touches the network.
-    """
-    from tood_lib.model.detector import TOOD
-
-    cfg = get_preset(cfg_or_name) if isinstance(cfg_or_name, str) else validate(copy.deepcopy(cfg_or_name))
-    return TOOD(cfg, load_backbone_weights=load_backbone_weights)

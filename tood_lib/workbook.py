@@ -3,7 +3,7 @@
 The series shows one model, declared here (:data:`NOTEBOOK_MODEL`): TOOD seed 0 of the CPU bench
 on the multi-level shapes (``ablations/bench.py``), the very run that notebooks 05 and 06 judge beside
 its baselines. It is trained exactly as the grid trains it (``ablations.run_one.run_experiment``, the
-feature cache first, then one thread), so on the machine that ran the grid it is the grid's model bit
+feature cache first, then one thread; only the grid's analysis afterwards is left out), so on the machine that ran the grid it is the grid's model bit
 for bit (another CPU may round differently); its ATSS positives spread over P3-P6 like COCO's
 (issue 19), which the main command's model on the single-level shapes cannot show (every positive
 there sits on P3), and its 32 epochs settle by the grid's plateau rule.
@@ -21,10 +21,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 from pathlib import Path
 
 import torch
+
+from tood_lib.engine.run_folder import load_run_model, run_checkpoints  # noqa: F401 (the notebooks import them from here)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The notebooks' model: (data set, experiment, seed) of the CPU grid on its active bench.
@@ -136,49 +137,12 @@ def workbook_run(run_dir: str | Path | None = None, progress: bool = True) -> Pa
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:  # (run_experiment resumes from the folder's last.pth when an earlier call was interrupted)
-            run_experiment(run, out_root=WORKBOOK_RUNS, progress=progress)
+            # Training and its evaluations only: the grid's analysis of this run (time-lapse, Table 6, level
+            # audit) is in results/, and no notebook reads it from here; it would add half a minute.
+            run_experiment(run, out_root=WORKBOOK_RUNS, progress=progress, analyse=False)
         finally:
             torch.set_num_threads(threads)
     return folder
-
-
-def run_checkpoints(run_dir: str | Path) -> dict[int, Path]:
-    """{epoch: path} of a run folder's ``epoch_N.pth`` files, in epoch order; with a ``config.json``,
-    only the epochs of its schedule (a later epoch's file is an earlier, longer run's leftover)."""
-    run_dir = Path(run_dir)
-    try:
-        epochs = json.loads((run_dir / "config.json").read_text())["train"]["epochs"]
-    except (OSError, ValueError, KeyError):
-        epochs = None
-    found = {}
-    for path in run_dir.glob("epoch_*.pth"):
-        match = re.fullmatch(r"epoch_(\d+)\.pth", path.name)
-        if match and (epochs is None or int(match.group(1)) <= epochs):
-            found[int(match.group(1))] = path
-    return dict(sorted(found.items()))
-
-
-def load_run_model(run_dir: str | Path, epoch: int | None = None, device: str = "cpu"):
-    """(model in eval mode, Config) from a run folder's ``epoch_N.pth`` (default: the last epoch).
-
-    ``epoch=0`` gives the network as its training started: the seed-0 initialisation, with the
-    recipe's pretrained backbone where it has one (as the trainer builds it).
-    """
-    from tood_lib.api import load_model
-    from tood_lib.config import build_model
-
-    checkpoints = run_checkpoints(run_dir)
-    if not checkpoints:
-        raise FileNotFoundError(f"no epoch_N.pth checkpoints in {run_dir}")
-    last = max(checkpoints)
-    if epoch == 0:
-        _, cfg = load_model(checkpoints[last], device=device)
-        torch.manual_seed(0)
-        return build_model(cfg, load_backbone_weights=bool(cfg.model.backbone_weights)).to(device).eval(), cfg
-    epoch = last if epoch is None else epoch
-    if epoch not in checkpoints:
-        raise ValueError(f"{run_dir} has checkpoints for epochs {list(checkpoints)}, not {epoch}")
-    return load_model(checkpoints[epoch], device=device)
 
 
 def builtin_val_set(cfg, scenes: str = "shapes"):

@@ -98,21 +98,42 @@ def schedule_check_dir(results_dir: str | Path = RESULTS_DIR) -> Path:
     return Path(results_dir) / f"schedule_x{SCHEDULE_FACTOR}"
 
 
-def schedule_check(results_dir: str | Path = RESULTS_DIR, longer_dir: str | Path | None = None) -> pd.DataFrame:
-    """For each data set and each of :data:`SCHEDULE_PAIRS`: :func:`order_comparison` of the grid's
-    runs (``schedule_1x_*``, seeds 0-2) and the same runs trained :data:`SCHEDULE_FACTOR` times as long
-    (``schedule_2x_*``), both only on runs that met their plateau rule. Written to
-    ``results_dir/schedule_check_cpu.csv``; each run's rule before the first drop is in the two
-    ``ablation_runs_cpu.csv`` (``pre_drop_ok``)."""
-    longer_dir = Path(longer_dir) if longer_dir is not None else schedule_check_dir(results_dir)
-    base = pd.read_csv(Path(results_dir) / "ablation_runs_cpu.csv")
-    longer = pd.read_csv(longer_dir / "ablation_runs_cpu.csv")
+def schedule_comparison(base: pd.DataFrame, longer: pd.DataFrame) -> pd.DataFrame:
+    """For each data set of ``base`` and each of :data:`SCHEDULE_PAIRS`: :func:`order_comparison` of the
+    grid's runs (``base``, the per-run rows of ``ablation_runs_cpu.csv``; seeds 0-2) and the same runs
+    trained :data:`SCHEDULE_FACTOR` times as long (``longer``): columns ``schedule_1x_*`` and
+    ``schedule_2x_*``. A pair with fewer than two paired seeds under either schedule is not judged
+    (``agreement`` empty): the check can be read while it runs."""
     names = ("schedule_1x", f"schedule_{SCHEDULE_FACTOR}x")
     rows = []
-    for dataset in sorted(set(longer["dataset"])):
+    for dataset in sorted(set(base["dataset"])):
         for row in order_comparison(base[base.dataset == dataset], longer[longer.dataset == dataset], SCHEDULE_PAIRS,
                                     names, SCHEDULE_SEEDS):
             rows.append(dict(dataset=dataset, **row))
-    out = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def schedule_plateaus(base: pd.DataFrame, longer: pd.DataFrame) -> pd.DataFrame:
+    """The plateau rule of Table 6's runs (seeds 0-2) under both schedules, judged at the end
+    (``plateau_ok``) and before the first LR drop (``pre_drop_ok``): one row per schedule and data set,
+    with the number of runs finished and how many settled by each."""
+    rows = []
+    for name, frame in (("1x", base), (f"{SCHEDULE_FACTOR}x", longer)):
+        for dataset in sorted(set(base["dataset"])):
+            runs = frame[(frame.dataset == dataset) & frame.experiment.isin([e for pair in SCHEDULE_PAIRS for e in pair])
+                         & frame.seed.isin(SCHEDULE_SEEDS)]
+            rows.append(dict(schedule=name, dataset=dataset, runs=len(runs), settled_at_end=int(runs["plateau_ok"].sum()),
+                             settled_before_first_drop=int(runs["pre_drop_ok"].sum())))
+    return pd.DataFrame(rows)
+
+
+def schedule_check(results_dir: str | Path = RESULTS_DIR, longer_dir: str | Path | None = None) -> pd.DataFrame:
+    """:func:`schedule_comparison` of ``results_dir``'s runs and ``longer_dir``'s (default
+    ``results_dir/schedule_x2``), written to ``results_dir/schedule_check_cpu.csv``; each run's rule
+    before the first drop is in the two ``ablation_runs_cpu.csv`` (``pre_drop_ok``, see :func:`schedule_plateaus`)."""
+    longer_dir = Path(longer_dir) if longer_dir is not None else schedule_check_dir(results_dir)
+    base = pd.read_csv(Path(results_dir) / "ablation_runs_cpu.csv")
+    longer = pd.read_csv(longer_dir / "ablation_runs_cpu.csv")
+    out = schedule_comparison(base, longer)
     atomic_write_csv(out, Path(results_dir) / "schedule_check_cpu.csv", "%.4f")
     return out

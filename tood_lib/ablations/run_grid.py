@@ -54,9 +54,10 @@ def prepare_features(datasets, out_root: str | Path = RUNS_DIR, progress: bool =
                      overrides: list[str] | None = None, bench: str | None = None) -> None:
     """Build each data set and its feature caches once, before runs start in parallel. A cache that is
     not the file that was written (truncated, corrupted: ``feature_cache.cache_problem``) is rebuilt."""
-    from tood_lib.config import apply_overrides, build_model
+    from tood_lib.config import apply_overrides
     from tood_lib.data.coco import CocoDetection
     from tood_lib.engine.feature_cache import cache_problem, cached_training_features
+    from tood_lib.model.detector import build_model
 
     for dataset in datasets:
         cfg = apply_overrides(experiment_config("tood", "cpu", dataset, bench), overrides or [])

@@ -100,7 +100,7 @@ def analyse_run(out_dir: Path, cfg, val_set, timelapse: bool, progress: bool = T
     the first val images after every epoch)."""
     from tood_lib.analysis.errors import nms_box_counts
     from tood_lib.engine.inference import predict_dataset
-    from tood_lib.workbook import load_run_model, run_checkpoints
+    from tood_lib.engine.run_folder import load_run_model, run_checkpoints
 
     out = {}
     if timelapse:
@@ -143,14 +143,17 @@ def ap_curve(out_dir: Path) -> list[tuple[int, float]]:
 
 def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = True,
                    overrides: list[str] | None = None, analysis_images: int = TIMELAPSE_IMAGES,
-                   finetune: bool = False, bench: str | None = None, schedule_factor: int = 1) -> dict:
+                   finetune: bool = False, bench: str | None = None, schedule_factor: int = 1,
+                   analyse: bool = True) -> dict:
     """Train, evaluate after every epoch (and analyse) one run at CPU scale; writes and returns ``result.json``.
     ``bench``: ``bench.BENCHES`` entry (default: the active bench).
 
     ``overrides`` go on top of the CPU recipe (the tests use them to shrink a run); ``finetune``
     trains the backbone too (:data:`FINETUNE_OVERRIDES`, no feature cache, no analysis);
     ``schedule_factor`` trains the bench's schedule that many times as long (``bench.scaled_schedule``:
-    the schedule check), evaluated and judged at the scaled epochs."""
+    the schedule check), evaluated and judged at the scaled epochs. ``analyse=False`` stops after training
+    and the evaluations: no level audit, Table 6 numbers or time-lapse (the notebooks' copy of a grid run,
+    ``workbook.workbook_run``, needs only its checkpoints and log; the grid's tables come from the grid)."""
     from tood_lib.analysis.complexity import count_parameters
     from tood_lib.config import apply_overrides
     from tood_lib.engine.trainer import Trainer
@@ -161,7 +164,7 @@ def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = T
                           (FINETUNE_OVERRIDES if finetune else []) + schedule_overrides(bench, schedule_factor)
                           + (overrides or []))
     root = data_root(run.dataset, bench)
-    analysed = run.experiment in TABLE6 and not finetune
+    analysed = analyse and run.experiment in TABLE6 and not finetune
     timelapse = analysed and run.seed == 0 and schedule_factor == 1  # (the schedule check keeps no time-lapse)
     start = time.perf_counter()
     schedule = scaled_schedule(bench_schedule(bench), schedule_factor)
@@ -187,7 +190,7 @@ def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = T
                   schedule_factor=schedule_factor)
     if on_schedule and schedule.pre_drop_from is not None:  # reported beside the end rule (issue 19)
         record["plateau_before_drop"] = plateau_before_drop(curve, schedule.lr_steps[0], schedule.pre_drop_from)
-    if not finetune:  # the level audit of the run (issue 19): which levels its positives and detections use
+    if analyse and not finetune:  # the level audit of the run (issue 19): which levels its positives and detections use
         from tood_lib.analysis.levels import run_level_shares
 
         t0 = time.perf_counter()
@@ -200,7 +203,8 @@ def run_experiment(run: Run, out_root: str | Path = RUNS_DIR, progress: bool = T
         record["analysis_seconds"] = round(time.perf_counter() - t0, 1)
     record["seconds"] = round(time.perf_counter() - start, 1)
     atomic_write_text(out_dir / "result.json", json.dumps(record, indent=2))  # last: it marks the run finished
-    for path in out_dir.glob("*.pth"):  # checkpoints are large; the time-lapse runs keep theirs for the notebooks
-        if not timelapse and path.name != "last.pth":
+    keep_checkpoints = timelapse or not analyse  # the notebooks read the epochs of these (time-lapse, workbook)
+    for path in out_dir.glob("*.pth"):  # checkpoints are large; the others keep only last.pth
+        if not keep_checkpoints and path.name != "last.pth":
             path.unlink()
     return record

@@ -42,7 +42,7 @@ def complexity_table(height: int = 800, width: int = 1280) -> pd.DataFrame:
     import torch
 
     from tood_lib.analysis.complexity import count_macs, count_parameters
-    from tood_lib.config import build_model
+    from tood_lib.model.detector import build_model
 
     rows = []
     for key, name in PAPER_ROWS[1].items():

@@ -30,7 +30,7 @@ from matplotlib.patches import FancyArrowPatch, Rectangle
 from torch import Tensor
 
 from tood_lib.boxes import box_centers, box_iou
-from tood_lib.model.priors import multilevel_priors, prior_points, valid_prior_mask
+from tood_lib.model.priors import prior_points, valid_prior_mask
 
 CLS_COLOUR, LOC_COLOUR, GT_COLOUR = "red", "lime", "yellow"  # the paper's Fig. 1 colours
 
@@ -503,6 +503,6 @@ def plot_alignment_statistics(per_object: dict[str, pd.DataFrame]):
 
 def resized_image(item: dict, data_cfg) -> np.ndarray:
     """The network's view of a data set item: its normalised (3, H, W) tensor back to (H, W, 3) uint8."""
-    from tood_lib.analysis.internals import denormalize
+    from tood_lib.analysis.head_internals import denormalize
 
     return denormalize(item["image"], data_cfg.mean, data_cfg.std)

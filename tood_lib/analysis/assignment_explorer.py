@@ -201,7 +201,8 @@ class AssignmentExplorer:
     def __init__(self, run_dir, dataset=None, num_images: int = 40, draw: bool = True):
         import ipywidgets as W
 
-        from tood_lib.workbook import load_run_model, run_checkpoints, workbook_val_set
+        from tood_lib.engine.run_folder import load_run_model, run_checkpoints
+        from tood_lib.workbook import workbook_val_set
 
         self.run_dir, self.draw = run_dir, draw
         self.checkpoints = run_checkpoints(run_dir)

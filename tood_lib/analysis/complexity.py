@@ -10,6 +10,9 @@ under 1% of the total.
 """
 from __future__ import annotations
 
+from typing import Mapping
+
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -103,3 +106,44 @@ def count_macs(model: nn.Module, height: int = 800, width: int = 1280, conventio
     for name, _ in model.named_children():
         macs[name] = sum(flops.get(f"{root}.{name}", {}).values()) // 2 + extra.get(name, 0)
     return macs
+
+
+def measure_head_complexity(presets: Mapping[str, str] | None = None, height: int = 800, width: int = 1280) -> dict:
+    """Build each preset (random weights, no download) and count it: {head: dict(head_params,
+    total_params (trainable, as the paper counts), head_macs, total_macs)} at height x width.
+    ``presets`` maps the head kind ("t_head", "parallel") to a preset name; default: the R-50 pair
+    of Table 1. A few seconds per model on a CPU (one real forward pass at 1280x800)."""
+    from tood_lib.config import get_preset
+    from tood_lib.model.detector import build_model
+
+
+    presets = presets or {"t_head": "tood_r50_fpn_1x_coco", "parallel": "atss_parallel_r50_fpn_1x_coco"}
+    measured = {}
+    for head, preset in presets.items():
+        model = build_model(get_preset(preset))
+        params, macs = count_parameters(model), count_macs(model, height, width)
+        measured[head] = dict(head_params=params["head"], total_params=params["trainable"],
+                              head_macs=macs["head"], total_macs=macs["total"])
+    return measured
+
+
+def complexity_table(measured: Mapping[str, Mapping[str, int]]) -> pd.DataFrame:
+    """Counts from :func:`measure_head_complexity` beside the paper's Table 1 (ATSS rows = TOOD).
+
+    One row per head; columns in pairs, ours then the paper's: head params (M), total params (M,
+    trainable), head GMACs, total GMACs (the paper calls MACs "FLOPs")."""
+    labels = {"t_head": "T-Head (TOOD)", "parallel": "parallel head (ATSS)"}
+    rows = {}
+    for head, m in measured.items():
+        paper = PAPER_TABLE1[head]
+        rows[labels.get(head, head)] = {
+            "head params (M)": m["head_params"] / 1e6, "head params (M), paper": paper["head_params_m"],
+            "total params (M)": m["total_params"] / 1e6, "total params (M), paper": paper["total_params_m"],
+            "head GMACs": m["head_macs"] / 1e9, "head GMACs, paper": paper["head_gmacs"],
+            "total GMACs": m["total_macs"] / 1e9, "total GMACs, paper": paper["total_gmacs"]}
+    return pd.DataFrame.from_dict(rows, orient="index").round(2)
+
+
+def head_complexity_table(height: int = 800, width: int = 1280) -> pd.DataFrame:
+    """Table 1's size columns for the full R-50 models, counted by us and quoted from the paper."""
+    return complexity_table(measure_head_complexity(height=height, width=width))

@@ -6,14 +6,20 @@ two tasks want different layers, and the weights are computed per level because 
 sizes may too. On the first CPU bench every positive sat on P3, and the trained weights were the same
 on all five levels (issue 19). :func:`layer_attention_by_level` measures the weights of a trained
 model over a val split; :func:`layer_attention_summary` reduces them to the two gaps in question.
-(``internals.plot_layer_attention`` draws the same weights for a few images.)
+:func:`plot_layer_attention` draws the same weights for a few images, from ``head_internals``.
 """
 from __future__ import annotations
 
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import torch
 
 from tood_lib.analysis.levels import level_names
+
+TASK_COLOURS = {"cls": "#4c72b0", "reg": "#dd8452"}
 
 
 @torch.no_grad()
@@ -132,3 +138,66 @@ def layer_attention_parameters(model, frame: pd.DataFrame | None = None) -> pd.D
                 lambda k: float(bias_only[int(k) - 1]))).abs().max())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def plot_layer_attention(internals_by_model: Mapping[str, Sequence[Mapping]], image_index: int | None = None):
+    """What the layer attention (Eq. 3) varies: the difference w^cls_k − w^reg_k of the two branches'
+    weights for every interactive layer k, one panel per model, the five levels as neighbouring bars of
+    one colour scale (so a difference between levels shows as bars of different heights), all panels on
+    one zoomed, symmetric axis (the weights all start at 0.5 and move by little, so bars of the raw
+    weights on 0..1 would hide what changed). Above zero: the classification branch reads that layer
+    more; below: the localisation branch.
+
+    ``internals_by_model`` maps a name (e.g. "untrained", "trained") to a head's internals. The
+    weights depend on the image (they come from its pooled features): with ``image_index=None``
+    bars are the mean over the batch and whiskers its standard deviation. Returns a Figure; its axes
+    hold, per model, the bars level by level (P3's six layers first).
+    """
+    names = list(internals_by_model)
+    n_levels = len(next(iter(internals_by_model.values())))
+    diffs = {name: [(d["cls_attention"] - d["reg_attention"]).float().cpu() for d in internals]
+             for name, internals in internals_by_model.items()}
+    if image_index is not None:
+        diffs = {name: [w[image_index:image_index + 1] for w in ws] for name, ws in diffs.items()}
+    reach = max(float((w.mean(0).abs() + (w.std(0) if len(w) > 1 else 0)).max()) for ws in diffs.values() for w in ws)
+    reach = max(reach * 1.25, 1e-3)
+    level_colours = plt.get_cmap("viridis")(np.linspace(0.05, 0.85, n_levels))
+    width = 0.8 / n_levels
+    fig, axes = plt.subplots(1, len(names), figsize=(6.2 * len(names), 3.6), sharey=True, squeeze=False,
+                             constrained_layout=True)
+    for ax, name in zip(axes[0], names):
+        for lvl, w in enumerate(diffs[name]):
+            mean = w.mean(0).numpy()
+            err = w.std(0).numpy() if len(w) > 1 else None
+            x = np.arange(len(mean)) + 1 + (lvl - (n_levels - 1) / 2) * width
+            ax.bar(x, mean, width, yerr=err, capsize=1.5, color=level_colours[lvl], label=f"P{lvl + 3}")
+        ax.axhline(0, color="k", linewidth=0.8)
+        ax.set_xticks(np.arange(len(mean)) + 1)
+        ax.set_ylim(-reach, reach)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("interactive layer k")
+        ax.text(0.01, 0.98, "classification reads layer k more ↑", transform=ax.transAxes, va="top", fontsize=8,
+                color=TASK_COLOURS["cls"])
+        ax.text(0.01, 0.02, "localisation reads layer k more ↓", transform=ax.transAxes, va="bottom", fontsize=8,
+                color=TASK_COLOURS["reg"])
+    axes[0, 0].set_ylabel("$w^{cls}_k - w^{reg}_k$")
+    axes[0, -1].legend(title="level", fontsize=7, title_fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    batch = len(next(iter(internals_by_model.values()))[0]["cls_attention"])
+    what = f"image {image_index}" if image_index is not None else f"mean ± std over {batch} image(s)"
+    fig.suptitle(f"Layer attention: how differently the two tasks weight each interactive layer ({what})", fontsize=11)
+    return fig
+
+
+def attention_split(internals: Sequence[Mapping]) -> pd.DataFrame:
+    """Per level (means over the batch): the layer the classification branch weights most *relative to*
+    the localisation branch (largest w^cls_k − w^reg_k) and the reverse (smallest), and the largest and
+    mean |w^cls_k − w^reg_k|: the numbers behind :func:`plot_layer_attention`."""
+    rows = []
+    for lvl, d in enumerate(internals):
+        cls, reg = d["cls_attention"].float().mean(0), d["reg_attention"].float().mean(0)
+        diff = cls - reg
+        rows.append(dict(level=f"P{lvl + 3}", cls_leaning_layer=int(diff.argmax()) + 1,
+                         reg_leaning_layer=int(diff.argmin()) + 1, cls_mean=float(cls.mean()), reg_mean=float(reg.mean()),
+                         max_gap=float(diff.abs().max()), mean_gap=float(diff.abs().mean())))
+    return pd.DataFrame(rows).set_index("level")

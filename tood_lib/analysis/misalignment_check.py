@@ -103,7 +103,7 @@ def run_check(run_dirs: dict[str, str | Path], bench: str = "multi_level", progr
     ``results/misalignment_check.json``."""
     from tood_lib.ablations.bench import bench_data_root
     from tood_lib.data.coco import CocoDetection
-    from tood_lib.workbook import load_run_model
+    from tood_lib.engine.run_folder import load_run_model
 
     record = dict(rule=RULE, bench=bench, model=dict(experiment=MODEL[0], seed=MODEL[1]))
     for name, folder in run_dirs.items():

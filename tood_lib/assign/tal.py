@@ -337,7 +337,6 @@ def _top_candidates(scores: Tensor, pred_boxes: Tensor, gt_boxes: Tensor, gt_lab
     and ranked.
     """
     B, A, K = scores.shape
-    G = gt_boxes.shape[1]
     group_max = _group_maxima(scores, pred_boxes, gt_boxes, gt_labels, prior_valid, alpha, beta)
     # Ties at t = 0 never matter: a zero-metric candidate cannot become positive.
     groups = topk_low_index_ties(group_max, min(k, group_max.shape[-1]), largest=True,

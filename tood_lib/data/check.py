@@ -40,6 +40,7 @@ from pathlib import Path
 from PIL import Image
 from pycocotools.coco import COCO
 
+from tood_lib.data.coco_json import DataNotFoundError, read_coco_json
 from tood_lib.data.decode import DECODE_ERRORS, SIXTEEN_BIT_MODES, check_pixel_range
 
 # defect -> (policy, what is done, in words). The order is the order of the printed table.
@@ -357,8 +358,6 @@ def check_split(root: str | Path, split: str, check_images: bool = True, progres
     drop_empty (default: for the train split) leaves out, with a count, the images without a box to
     train on (none, or only crowd and thin ones).
     """
-    from tood_lib.data.coco import DataNotFoundError, read_coco_json
-
     root = Path(root)
     annotation_file = root / "annotations" / f"instances_{split}2017.json"
     data = read_coco_json(annotation_file)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 from pathlib import Path
 
@@ -42,19 +41,13 @@ from torch import Tensor
 
 from tood_lib.batch import Batch, make_batch
 from tood_lib.config import DataConfig
+from tood_lib.data.check import check_split
+from tood_lib.data.coco_json import AnnotationFormatError, DataNotFoundError, read_coco_json
 from tood_lib.data.decode import DECODE_ERRORS, read_rgb_image
 from tood_lib.data.transforms import rescale_size, resize_and_normalize, to_tensor_image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ("train", "val")
-
-
-class DataNotFoundError(FileNotFoundError):
-    """A data root, annotation file or image folder is missing."""
-
-
-class AnnotationFormatError(ValueError):
-    """An annotation file is empty, not JSON, or not COCO-shaped."""
 
 
 def find_coco_root(explicit: str | Path | None = None) -> Path:
@@ -83,66 +76,6 @@ def _missing_root_message(root: Path) -> str:
 
 class UnreadableImageError(ValueError):
     """An image file could not be read, or is not the size its annotation says, when it was loaded."""
-
-
-def read_coco_json(path: Path) -> dict:
-    """Parse a COCO instances file and check its shape; -> the dict.
-
-    Raises DataNotFoundError for a missing file and AnnotationFormatError for an empty file, text
-    that is not UTF-8, invalid JSON, or JSON without the "images", "annotations" and "categories" lists.
-    """
-    if path.is_dir():
-        raise AnnotationFormatError(f"annotation file {path} is a folder; expected a COCO instances .json file")
-    if not path.is_file():
-        raise DataNotFoundError(f"annotation file not found: expected {path}")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")  # JSON is UTF-8 (RFC 8259), whatever the machine's locale says
-    except UnicodeDecodeError as err:
-        raise AnnotationFormatError(_not_utf8_message(path, raw, err)) from None
-    if not text.strip():
-        raise AnnotationFormatError(f"annotation file {path} is empty (0 bytes or whitespace); "
-                                    "it was probably cut short by an interrupted download or extraction")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise AnnotationFormatError(f"annotation file {path} is not valid JSON ({err})") from None
-    missing = [key for key in ("images", "annotations", "categories")
-               if not isinstance(data, dict) or not isinstance(data.get(key), list)]
-    if missing:
-        raise AnnotationFormatError(f"annotation file {path} is not a COCO instances file: "
-                                    f"it has no {', '.join(repr(k) for k in missing)} list")
-    if not data["categories"]:
-        raise AnnotationFormatError(f"annotation file {path} has no categories")
-    return data
-
-
-def _entry_holding(data, text: str) -> str | None:
-    """'annotation id 7' (or image, or category) for the first entry of a COCO dict whose JSON holds ``text``."""
-    if not isinstance(data, dict):
-        return None
-    for key, kind in (("images", "image"), ("annotations", "annotation"), ("categories", "category")):
-        entries = data.get(key) if isinstance(data.get(key), list) else []
-        for entry in entries:
-            if text in json.dumps(entry, ensure_ascii=False):
-                return f"{kind} id {entry.get('id') if isinstance(entry, dict) else '?'}"
-    return None
-
-
-def _not_utf8_message(path: Path, raw: bytes, err: UnicodeDecodeError) -> str:
-    """Where the first byte that is not UTF-8 is: offset, line, and the entry that holds it (found by
-    parsing the file with that byte replaced by a marker and any later ones by U+FFFD, when it then parses)."""
-    line = raw.count(b"\n", 0, err.start) + 1
-    marker = "\ufffe\ufffe"  # Unicode non-characters: not in any real annotation file
-    try:
-        text = raw[:err.start].decode("utf-8") + marker + raw[err.end:].decode("utf-8", errors="replace")
-        entry = _entry_holding(json.loads(text), marker)
-    except json.JSONDecodeError:
-        entry = None
-    where = f"line {line}, in {entry}" if entry else f"line {line}"
-    return (f"annotation file {path} is not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start} ({where}) "
-            "is not valid UTF-8, and JSON files must be UTF-8. Re-save it as UTF-8 (if it was written as "
-            "Latin-1: iconv -f latin1 -t utf-8 OLD > NEW)")
 
 
 def load_coco_annotations(path: Path) -> COCO:
@@ -177,8 +110,6 @@ class CocoDetection(torch.utils.data.Dataset):
     def __init__(self, root: str | Path, split: str = "train", data_cfg: DataConfig | None = None,
                  train: bool = True, drop_empty: bool | None = None, seed: int = 0, max_images: int | None = None,
                  check_images: bool = True, verbose: bool = True):
-        from tood_lib.data.check import check_split
-
         root = Path(root)
         if split not in SPLITS:
             raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")

@@ -30,11 +30,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from tood_lib.config import Config, build_model
+from tood_lib.config import Config
 from tood_lib.engine.atomic import atomic_write_text
 from tood_lib.engine.checkpoint import save_checkpoint
 from tood_lib.engine.distributed import all_reduce_flag, barrier, init_distributed
 from tood_lib.engine.schedule import scaled_schedule
+from tood_lib.model.detector import build_model
 from tood_lib.model.detector import TOOD, total_loss
 
 

@@ -1,11 +1,14 @@
-"""TOOD = backbone → FPN → head, with ``loss`` for training and ``predict`` for inference."""
+"""TOOD = backbone → FPN → head, with ``loss`` for training and ``predict`` for inference; ``build_model``
+makes one from a preset or Config."""
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import Tensor, nn
 
 from tood_lib.batch import Batch
-from tood_lib.config import Config
+from tood_lib.config import Config, get_preset, validate
 from tood_lib.criterion import compute_losses
 from tood_lib.model.backbone import ResNetBackbone
 from tood_lib.model.fpn import FPN
@@ -93,3 +96,14 @@ def _backbone_weights(setting: str | None, depth: int) -> bool | str:
 def total_loss(losses: dict[str, Tensor]) -> Tensor:
     """Sum of the entries whose name starts with ``loss``."""
     return sum(v for k, v in losses.items() if k.startswith("loss"))
+
+
+def build_model(cfg_or_name: Config | str, load_backbone_weights: bool = False):
+    """Build the detector of a preset (name) or Config.
+
+    ``load_backbone_weights=True`` loads the recipe's ImageNet weights (``model.backbone_weights``)
+    through torchvision, with a clear message when they cannot be had offline. It is off by
+    default so that building a model never touches the network.
+    """
+    cfg = get_preset(cfg_or_name) if isinstance(cfg_or_name, str) else validate(copy.deepcopy(cfg_or_name))
+    return TOOD(cfg, load_backbone_weights=load_backbone_weights)
