@@ -1,7 +1,7 @@
 """Suite-wide set-up: the series' trained model trains in the background while the other tests run.
 
 The notebook tests and the browser check need the notebooks' model (``tood_lib.workbook.workbook_run``:
-the CPU bench's TOOD seed 0, about 8 minutes on one CPU thread). On a fresh clone it is not there yet.
+the CPU bench's TOOD seed 0, 8 to 10 minutes on one CPU thread). On a fresh clone it is not there yet.
 Trained inside the first test that needs it, those 8 minutes ran alone while the second core idled.
 So: tests marked ``workbook_model`` run last, and when the model is missing, ``python -m
 tood_lib.workbook`` starts at collection and trains it on one thread (as the grid does, so the model is
