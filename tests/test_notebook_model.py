@@ -1,5 +1,6 @@
 """One model, stated by each notebook itself (issue 20): every notebook that shows the trained model
 prints its model card, and the committed outputs name the model that ``workbook_run`` loads."""
+import os
 import re
 
 import nbformat
@@ -86,3 +87,19 @@ def test_the_grids_finished_run_is_linked_not_trained_again(tmp_path, monkeypatc
     assert folder == grid_run_dir(notebook_run(), tmp_path / "workbook")
     assert folder.is_symlink() and folder.resolve() == finished.resolve()
     assert workbook.workbook_run(progress=False) == folder  # and the second call finds it
+
+
+def test_the_tests_that_need_the_model_run_last():
+    """tests/conftest.py: the notebook runs and the browser check (marked workbook_model) come after every
+    other test, so that the model's background training overlaps those."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TOOD_WORKBOOK_RUN"}
+    listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                             "tests/test_browser_widget.py", "tests/test_notebooks.py", "tests/test_model_card.py"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=300)
+    ids = [line for line in listed.stdout.splitlines() if "::" in line]
+    needing = [i for i, name in enumerate(ids) if "test_notebook_runs_and_draws" in name or "in_browser" in name]
+    assert needing and len(ids) > len(needing)
+    assert needing == list(range(len(ids) - len(needing), len(ids))), ids  # all of them at the end
