@@ -83,6 +83,10 @@ def test_the_grids_finished_run_is_linked_not_trained_again(tmp_path, monkeypatc
     for epoch in range(1, cfg.train.epochs + 1):
         (finished / f"epoch_{epoch}.pth").write_bytes(b"")
     assert workbook.workbook_model_ready()  # the grid's finished run will do
+    half_trained = grid_run_dir(notebook_run(), tmp_path / "workbook")
+    half_trained.mkdir(parents=True)
+    assert not workbook.workbook_model_ready()  # ... unless a half-trained run is here, which is resumed instead
+    half_trained.rmdir()
     folder = workbook.workbook_run(progress=False)
     assert folder == grid_run_dir(notebook_run(), tmp_path / "workbook")
     assert folder.is_symlink() and folder.resolve() == finished.resolve()

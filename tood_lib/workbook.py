@@ -3,8 +3,9 @@
 The series shows one model, declared here (:data:`NOTEBOOK_MODEL`): TOOD seed 0 of the CPU bench
 on the multi-level shapes (``ablations/bench.py``), the very run that notebooks 05 and 06 judge beside
 its baselines. It is trained exactly as the grid trains it (``ablations.run_one.run_experiment``, the
-feature cache first, then one thread; only the grid's analysis afterwards is left out), so on the machine that ran the grid it is the grid's model bit
-for bit (another CPU may round differently); its ATSS positives spread over P3-P6 like COCO's
+feature cache first, then one thread; only the grid's analysis afterwards is left out), so on the
+machine that ran the grid it is the grid's model bit for bit (another CPU may round differently); its
+ATSS positives spread over P3-P6 like COCO's
 (issue 19), which the main command's model on the single-level shapes cannot show (every positive
 there sits on P3), and its 32 epochs settle by the grid's plateau rule.
 
@@ -84,7 +85,10 @@ def workbook_model_ready() -> bool:
     if os.environ.get("TOOD_WORKBOOK_RUN"):
         return True
     cfg, run = workbook_config(), notebook_run()
-    return _is_finished(grid_run_dir(run, WORKBOOK_RUNS), cfg) or _is_finished(grid_run_dir(run, RUNS_DIR), cfg)
+    folder = grid_run_dir(run, WORKBOOK_RUNS)
+    # the same two cases as workbook_run: finished here, or the grid's finished run to link (only while
+    # nothing is here: a half-trained folder here is resumed, not replaced)
+    return _is_finished(folder, cfg) or (not folder.exists() and _is_finished(grid_run_dir(run, RUNS_DIR), cfg))
 
 
 def workbook_run(run_dir: str | Path | None = None, progress: bool = True) -> Path:
