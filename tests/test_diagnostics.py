@@ -220,6 +220,39 @@ def test_the_conclusions_render_each_family_from_the_verdict_files(tmp_path):
     assert "No claim of this family has finished on this bench yet." in empty
 
 
+def test_the_conclusions_say_whether_the_protocol_checks_keep_each_pairs_order(tmp_path):
+    """Issue 19, items 4 and 7: a family's conclusion renders, for each of its AP pairs that a check
+    covers, the order under twice the schedule (per data set, while the check runs) and with the backbone
+    fine-tuned, and names the pairs and families that no check covers."""
+    from tood_lib.ablations.conclusions import FAMILIES, checks_line
+
+    def rows(deltas, datasets=("shapes", "misaligned"), seeds=range(3)):
+        return pd.DataFrame([dict(dataset=d, experiment=e, seed=s, AP=0.30 + delta[s] + 0.01 * s)
+                             for d in datasets for e, delta in deltas.items() for s in seeds])
+    up = [0.03, 0.031, 0.029]
+    rows(dict(atss_parallel=[0] * 3, atss_t_head=up)).to_csv(tmp_path / "ablation_runs_cpu.csv")
+    t_head = FAMILIES[0]
+    assert "twice the schedule, shapes: not judged yet (0 of 3 paired seeds finished)" in checks_line(t_head, tmp_path)
+    (tmp_path / "schedule_x2").mkdir()
+    pd.concat([rows(dict(atss_parallel=[0] * 3, atss_t_head=[-x for x in up]), ("shapes",)),  # flipped
+               rows(dict(atss_parallel=[0] * 3, atss_t_head=up), ("misaligned",), seeds=[0])]) \
+        .to_csv(tmp_path / "schedule_x2" / "ablation_runs_cpu.csv")
+    text = checks_line(t_head, tmp_path)
+    assert "T-Head + ATSS vs parallel + ATSS: twice the schedule, shapes: **the opposite order** (Δ -3.00 ± 0.06 AP, " \
+           "baseline higher)" in text
+    assert "twice the schedule, misaligned: not judged yet (1 of 3 paired seeds finished)" in text
+    assert "fine-tuned backbone, shapes: not run on this bench yet" in text
+    assert "Not covered by either check: T-Head > parallel head (ATSS, anchor-based);" in text
+    pd.DataFrame([dict(baseline="atss_parallel", variant="atss_t_head", finetuned_delta=2.0, finetuned_se=0.5,
+                       finetuned_seeds=3, finetuned_order="variant higher", agreement="same")]) \
+        .to_csv(tmp_path / "finetune_check_cpu.csv", index=False)
+    assert "fine-tuned backbone, shapes: the same order (Δ +2.00 ± 0.50 AP, variant higher)" in checks_line(t_head, tmp_path)
+    layer = next(f for f in FAMILIES if f.title.startswith("M, O"))
+    assert "none of this family's pairs is in the schedule or the fine-tuning check" in checks_line(layer, tmp_path)
+    table6 = next(f for f in FAMILIES if f.title.startswith("Table 6"))
+    assert "this family's claims are not pairs of AP" in checks_line(table6, tmp_path)
+
+
 def test_the_grid_diagnoses_its_table6_runs_as_they_finish(tmp_path):
     """run_grid measures a finished run of a diagnosed experiment right after collecting it: the ranking
     table, the reliability curve and (for a T-Head) the layer attention, from the run's own checkpoint."""

@@ -157,6 +157,8 @@ def _ablations(args) -> int:
             run_grid(check, jobs=args.jobs, out_root=args.out_root or checks.FINETUNE_RUNS_DIR, results_dir=tuned,
                      with_complexity=False, commit=args.commit, finetune=True)
             print(checks.finetune_check(results, tuned).to_string(index=False))
+            if args.commit:
+                git_commit_results(Path(results) / "finetune_check_cpu.csv", "ablations: the fine-tuning check's orders")
         elif args.action == "schedule-check":
             # Table 6's 2 x 2 for twice the bench's schedule, seeds 0-2, both data sets (issue 19)
             longer = checks.schedule_check_dir(results)

@@ -1,5 +1,6 @@
 """What a learner can carry away from the CPU grid: the claims grouped into families, each family's
-verdicts on both benches side by side, the diagnostics that explain them, what the bench cannot say,
+verdicts on both benches side by side, the diagnostics that explain them, whether the protocol checks (a longer schedule, a fine-tuned
+backbone) keep their orders, what the bench cannot say,
 and the COCO-scale runs that would settle it (issue 19).
 
 Everything a sentence states about a result is computed here from the result files
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tood_lib.ablations.checks import FINETUNE_PAIRS, SCHEDULE_PAIRS, schedule_check_dir, schedule_comparison
 from tood_lib.ablations.claims import CLAIMS_BY_NAME
 
 COCO_TRAIN_IMAGES = 118_287  # COCO train2017
@@ -144,11 +146,80 @@ def family_markdown(family: Family, results_dir: str | Path, first_bench_dir: st
             for r in diag.to_dict("records")) + ".")
     if diagnosis:
         lines.append(diagnosis)
+    lines.append(checks_line(family, results_dir))
     facts = facts if facts is not None else scale_facts(Path(results_dir) / "levels_bench.csv")
     lines.append(f"*What this bench cannot say:* {family.cannot_say.format(**facts)}")
     configs = sorted({e for name in family.claims + family.diagnostics for e in _experiments(name)})
     lines.append(f"*Decisive at COCO scale:* {coco_cost_text(configs)}")
     return "\n".join(lines)
+
+
+_LABELS = {"atss_parallel": "parallel + ATSS", "atss_t_head": "T-Head + ATSS", "tal_parallel": "parallel + TAL",
+           "tood": "TOOD"}
+
+
+def family_pairs(family: Family) -> list[tuple[str, str, tuple[str, ...], str]]:
+    """The (baseline, variant, data sets, statement) of the family's AP claims, each pair once (with its
+    first claim's statement and every data set its claims are judged on), in declaration order."""
+    pairs: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {}
+    for name in family.claims:
+        c = CLAIMS_BY_NAME[name]
+        if c.metric == "AP" and c.kind == "greater":
+            datasets, statement = pairs.get((c.baseline, c.variant), ((), c.statement))
+            pairs[(c.baseline, c.variant)] = (tuple(dict.fromkeys(datasets + c.datasets)), statement)
+    return [(b, v, d, st) for (b, v), (d, st) in pairs.items()]
+
+
+def _check_text(row, name: str, seeds_needed: int = 2) -> str:
+    if row is None or pd.isna(row.get("agreement")):
+        seeds = 0 if row is None else int(row[f"{name}_seeds"])
+        return f"not judged yet ({seeds} of 3 paired seeds finished)" if seeds < seeds_needed else "not judged yet"
+    word = {"same": "the same order", "opposite": "**the opposite order**",
+            "one not distinguishable": "a tie under one of the two"}[row["agreement"]]
+    return f"{word} (Δ {row[f'{name}_delta']:+.2f} ± {row[f'{name}_se']:.2f} AP, {row[f'{name}_order']})"
+
+
+def checks_line(family: Family, results_dir: str | Path) -> str:
+    """Whether the family's AP verdicts survive the protocol checks (``checks``): for each of its pairs
+    that a check covers, the order under twice the schedule (per data set; computed from the runs, so
+    it can be read while the check runs) and with the backbone fine-tuned (shapes; from
+    ``finetune_check_cpu.csv`` of this bench), against the grid's. Pairs no check covers are named."""
+    results_dir = Path(results_dir)
+    base_path, longer_path = results_dir / "ablation_runs_cpu.csv", schedule_check_dir(results_dir) / "ablation_runs_cpu.csv"
+    schedule = (schedule_comparison(pd.read_csv(base_path), pd.read_csv(longer_path))
+                if base_path.is_file() and longer_path.is_file() else pd.DataFrame())
+    tuned_path = results_dir / "finetune_check_cpu.csv"
+    tuned = pd.read_csv(tuned_path) if tuned_path.is_file() else None
+    parts, uncovered = [], []
+    pairs = family_pairs(family)
+    for baseline, variant, datasets, statement in pairs:
+        label = f"{_LABELS.get(variant, variant)} vs {_LABELS.get(baseline, baseline)}"
+        said = []
+        if (baseline, variant) in SCHEDULE_PAIRS:
+            for dataset in datasets:
+                hit = schedule[(schedule.dataset == dataset) & (schedule.baseline == baseline) & (schedule.variant == variant)] \
+                    if len(schedule) else schedule
+                said.append(f"twice the schedule, {dataset}: "
+                            + _check_text(hit.iloc[0].to_dict() if len(hit) else None, "schedule_2x"))
+        if (baseline, variant) in FINETUNE_PAIRS:
+            hit = None if tuned is None else tuned[(tuned.baseline == baseline) & (tuned.variant == variant)]
+            said.append("fine-tuned backbone, shapes: " + ("not run on this bench yet" if hit is None or hit.empty
+                                                           else _check_text(hit.iloc[0].to_dict(), "finetuned")))
+        if said:
+            parts.append(f"{label}: " + "; ".join(said))
+        else:
+            uncovered.append(statement)
+    if not pairs:
+        return ("*Under the protocol checks:* the checks compare AP orders, and this family's claims are not "
+                "pairs of AP, so no check covers them: its verdicts rest on the grid's schedule and frozen backbone alone.")
+    if not parts:
+        return ("*Under the protocol checks:* none of this family's pairs is in the schedule or the fine-tuning "
+                "check, so its verdicts rest on the grid's schedule and frozen backbone alone.")
+    text = "*Under the protocol checks* (each pair's AP order by the same 2-SE rule, against the grid's runs of the same seeds): " + \
+        " · ".join(parts) + "."
+    if uncovered:
+        text += f" Not covered by either check: {'; '.join(uncovered)}."
+    return text
 
 
 def _experiments(claim_name: str) -> list[str]:
