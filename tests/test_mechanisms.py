@@ -151,3 +151,35 @@ def test_the_pcc_mechanism_names_the_part_of_the_pool_where_the_pcc_differs(tmp_
     assert "better placed for parallel + TAL (mean IoU **0.190** against **0.130**)" in text  # the word follows the sign
     assert "follow the IoU better (**0.480** against **0.430**)" in text
     assert pcc_mechanism(tmp_path / "nothing") == ("", {})
+
+
+def test_the_box_count_mechanism_separates_how_many_boxes_from_how_good(tmp_path):
+    """Issue 19, item 6: a reversed or tied redundant / error count is explained by the volume of kept
+    boxes only where the variant keeps more boxes and its share of bad ones is lower or tied; a worse
+    share is reported as such, and reproduced claims and unsettled runs are left out."""
+    from tood_lib.ablations.mechanisms import box_count_mechanism
+
+    assert box_count_mechanism(tmp_path) == ("", {})
+
+    def run(experiment, seed, per_image, redundant_share, error_share, settled=True):
+        detections = 200 * per_image
+        return dict(dataset="shapes", experiment=experiment, seed=seed, settled=settled, detections=detections,
+                    detections_per_image=per_image, redundant=round(detections * redundant_share / 100),
+                    error=round(detections * error_share / 100), correct=500)
+    rows = [run("atss_parallel", s, 44 + s, 1.8, 12.0) for s in range(3)]
+    rows += [run("atss_t_head", s, 92 + s, 1.5 + 0.01 * s, 14.0 + 0.2 * s) for s in range(3)]  # more boxes; worse errors
+    rows += [run("atss_t_head", 3, 10, 0.0, 0.0, settled=False)]  # counts nowhere
+    _write(tmp_path / "ranking_diagnosis_cpu.csv", rows)
+    _write(tmp_path / "verdicts_cpu.csv", [
+        dict(dataset="shapes", claim="t6_redundant_t_head_atss", delta=124, se=10, seeds=3, verdict="reversed"),
+        dict(dataset="shapes", claim="t6_error_t_head_atss", delta=830, se=31, seeds=3, verdict="reversed"),
+        dict(dataset="shapes", claim="t6_redundant_tal_parallel", delta=-90, se=7, seeds=3, verdict="reproduced")])
+    text, facts = box_count_mechanism(tmp_path)
+    boxes, redundant, error = (facts["shapes_atss_t_head_boxes"], facts["shapes_atss_t_head_redundant_share"],
+                               facts["shapes_atss_t_head_error_share"])
+    assert boxes[0] == pytest.approx(48) and boxes[2] == 3 and boxes[3] == "higher"
+    assert redundant[3] == "lower" and error[3] == "higher"
+    assert facts["explained"] == ["shapes/t6_redundant_t_head_atss"]  # the error count is worse boxes, not volume
+    assert "redundant boxes, T-Head + ATSS on the shapes (count Δ +124 ± 10, **reversed**): it keeps +48.0" in text
+    assert "error ones (**higher**)" in text and "In **1 of 2** of these" in text
+    assert "parallel + TAL" not in text  # its claim is reproduced
