@@ -145,11 +145,26 @@ def test_the_pcc_mechanism_names_the_part_of_the_pool_where_the_pcc_differs(tmp_
     rows += [row("tal_parallel", 3, 0.99, 0.99, 0.99, 0.99, 0.99, settled=False)]  # an unsettled run counts nowhere
     pd.DataFrame(rows).to_csv(tmp_path / "pcc_breakdown_cpu.csv", index=False)
     text, facts = pcc_mechanism(tmp_path)
-    assert facts["shapes_gap_part"] == "outside" and facts["shapes_seeds"] == 3
-    assert facts["shapes_d_pcc_inside"] == pytest.approx(-0.05) and facts["shapes_d_pcc_outside"] == pytest.approx(-0.19)
+    assert facts["tal_parallel_shapes_gap_part"] == "outside" and facts["tal_parallel_shapes_seeds"] == 3
+    assert facts["tal_parallel_shapes_d_pcc_inside"] == pytest.approx(-0.05)
+    assert facts["tal_parallel_shapes_d_pcc_outside"] == pytest.approx(-0.19)
     assert "so the difference sits mostly **outside** the object" in text
     assert "better placed for parallel + TAL (mean IoU **0.190** against **0.130**)" in text  # the word follows the sign
     assert "follow the IoU better (**0.480** against **0.430**)" in text
+    assert "TOOD" not in text  # no breakdown of it
+    # with verdicts: only the pairs whose PCC claim is not reproduced are explained
+    rows += [row("tood", s, 0.44, 0.36, 0.62, 0.50, 0.22) for s in range(3)]
+    pd.DataFrame(rows).to_csv(tmp_path / "pcc_breakdown_cpu.csv", index=False)
+    _write(tmp_path / "verdicts_cpu.csv", [
+        dict(dataset="shapes", claim="t6_PCC_tal_parallel", delta=-0.07, se=0.002, seeds=3, verdict="reversed"),
+        dict(dataset="shapes", claim="t6_PCC_tood", delta=0.01, se=0.01, seeds=3, verdict="not distinguishable")])
+    text, facts = pcc_mechanism(tmp_path)
+    assert facts["tood_shapes_verdict"] == "not distinguishable" and facts["tal_parallel_shapes_verdict"] == "reversed"
+    assert "TOOD on the shapes (PCC claim **not distinguishable**, 3 seeds): PCC **0.620**" in text
+    _write(tmp_path / "verdicts_cpu.csv", [
+        dict(dataset="shapes", claim="t6_PCC_tal_parallel", delta=0.07, se=0.002, seeds=3, verdict="reproduced"),
+        dict(dataset="shapes", claim="t6_PCC_tood", delta=0.05, se=0.01, seeds=3, verdict="reproduced")])
+    assert pcc_mechanism(tmp_path) == ("", {})
     assert pcc_mechanism(tmp_path / "nothing") == ("", {})
 
 

@@ -9,8 +9,9 @@ Markdown, the numbers behind every direction it states, so that the notebook cel
 * :func:`tal_level_mechanism` — why TAL-trained models put most positives and detections on P3: TAL
   picks among the anchor points inside an object, ~3/4 of which lie on P3 on COCO as on the bench, and
   the trained predictions give t no reason to prefer another level.
-* :func:`pcc_mechanism` — where parallel + TAL's Table 6 PCC falls below parallel + ATSS's: in which part of
-  each object's top-50 pool, inside the object or outside it (``analysis.pcc_breakdown``).
+* :func:`pcc_mechanism` — where the Table 6 PCC of the TAL-trained models (parallel + TAL, TOOD) falls below or
+  ties with parallel + ATSS's: in which part of each object's top-50 pool, inside the object or outside it
+  (``analysis.pcc_breakdown``).
 * :func:`box_count_mechanism` — why Table 6's redundant and error counts reverse or tie: they are totals over
   the boxes a model keeps, and the models that reverse them keep more boxes, not worse ones.
 """
@@ -140,46 +141,61 @@ def tal_level_mechanism(results_dir: str | Path) -> tuple[str, dict]:
     return text, facts
 
 
-def pcc_mechanism(results_dir: str | Path, variant: str = "tal_parallel", baseline: str = "atss_parallel") -> tuple[str, dict]:
-    """Where the Table 6 PCC of ``variant`` differs from ``baseline``'s, from ``pcc_breakdown_cpu.csv``
-    (``analysis.pcc_breakdown``: each object's top-50 pool split into anchors inside and outside it) ->
-    (Markdown, facts). Facts per data set (``{dataset}_…``): the means over settled seeds of both models'
-    pcc_top50, pcc_inside, pcc_outside, pcc_all_inside, iou_inside, iou_outside, inside_share (``…_variant``,
-    ``…_baseline``), their differences (``d_…``), and ``gap_part`` ("inside" or "outside": the part of
-    the pool where the PCC differs more). ("", {}) without both models' breakdowns."""
+PCC_VARIANTS = ("tal_parallel", "tood")  # the TAL-trained models of Table 6
+PCC_CLAIMS = {"tal_parallel": "t6_PCC_tal_parallel", "tood": "t6_PCC_tood"}
+
+
+def pcc_mechanism(results_dir: str | Path, variants: tuple[str, ...] = PCC_VARIANTS,
+                  baseline: str = "atss_parallel") -> tuple[str, dict]:
+    """Where the Table 6 PCC of each of ``variants`` differs from ``baseline``'s, from ``pcc_breakdown_cpu.csv``
+    (``analysis.pcc_breakdown``: each object's top-50 pool split into anchors inside and outside it), on
+    each data set where the variant's PCC claim (``verdicts_cpu.csv``) is not reproduced (every data set
+    when there are no verdicts) -> (Markdown, facts). Facts per variant and data set (``{variant}_{dataset}_…``):
+    the means over settled seeds of both models' pcc_top50, pcc_inside, pcc_outside, pcc_all_inside, iou_inside,
+    iou_outside, inside_share (``…_variant``, ``…_baseline``), their differences (``d_…``), ``gap_part``
+    ("inside" or "outside": the part of the pool where the PCC differs more), ``seeds`` and ``verdict``.
+    ("", {}) without such a pair."""
     results_dir = Path(results_dir)
     table = _read(results_dir / "pcc_breakdown_cpu.csv")
     if table.empty:
         return "", {}
     table = table[table["settled"].astype(bool)]
+    verdicts = _read(results_dir / "verdicts_cpu.csv")
     names = {"atss_parallel": "parallel + ATSS", "tal_parallel": "parallel + TAL", "atss_t_head": "T-Head + ATSS",
              "tood": "TOOD"}
     columns = ("pcc_top50", "pcc_inside", "pcc_outside", "pcc_all_inside", "iou_inside", "iou_outside", "inside_share")
     facts, parts = {}, []
-    for dataset, rows in table.groupby("dataset", sort=False):
-        means = rows.groupby("experiment")[list(columns)].mean()
-        if not {variant, baseline} <= set(means.index):
-            continue
-        v, b = means.loc[variant], means.loc[baseline]
-        f = {f"{c}_variant": float(v[c]) for c in columns} | {f"{c}_baseline": float(b[c]) for c in columns}
-        f |= {f"d_{c}": float(v[c] - b[c]) for c in columns}
-        f["gap_part"] = "outside" if abs(f["d_pcc_outside"]) > abs(f["d_pcc_inside"]) else "inside"
-        f["seeds"] = int(rows[rows["experiment"] == variant]["seed"].nunique())
-        facts.update({f"{dataset}_{k}": x for k, x in f.items()})
-        parts.append(
-            f"on the {dataset} ({f['seeds']} seeds), {names.get(variant, variant)}'s PCC is **{f['pcc_top50_variant']:.3f}** against "
-            f"**{f['pcc_top50_baseline']:.3f}**. Among the pool's anchors inside the object it is **{f['pcc_inside_variant']:.3f}** "
-            f"against **{f['pcc_inside_baseline']:.3f}** (Δ {f['d_pcc_inside']:+.3f}); among those outside it, "
-            f"**{f['pcc_outside_variant']:.3f}** against **{f['pcc_outside_baseline']:.3f}** (Δ {f['d_pcc_outside']:+.3f}), "
-            f"so the difference sits mostly **{f['gap_part']}** the object. The boxes of those outside anchors are "
-            f"{'better' if f['d_iou_outside'] > 0 else 'worse'} placed for {names.get(variant, variant)} (mean IoU **{f['iou_outside_variant']:.3f}** against "
-            f"**{f['iou_outside_baseline']:.3f}**), and over *every* anchor inside the object, pool or not, its scores follow "
-            f"the IoU {'better' if f['d_pcc_all_inside'] > 0 else 'no better'} (**{f['pcc_all_inside_variant']:.3f}** against "
-            f"**{f['pcc_all_inside_baseline']:.3f}**)")
+    for variant in variants:
+        for dataset, rows in table.groupby("dataset", sort=False):
+            judged = verdicts[(verdicts["claim"] == PCC_CLAIMS.get(variant)) & (verdicts["dataset"] == dataset)] \
+                if "claim" in verdicts.columns else verdicts
+            verdict = judged["verdict"].iloc[0] if len(judged) else "not judged"
+            means = rows.groupby("experiment")[list(columns)].mean()
+            if verdict == "reproduced" or not {variant, baseline} <= set(means.index):
+                continue
+            v, b = means.loc[variant], means.loc[baseline]
+            f = {f"{c}_variant": float(v[c]) for c in columns} | {f"{c}_baseline": float(b[c]) for c in columns}
+            f |= {f"d_{c}": float(v[c] - b[c]) for c in columns}
+            f["gap_part"] = "outside" if abs(f["d_pcc_outside"]) > abs(f["d_pcc_inside"]) else "inside"
+            f["seeds"] = int(rows[rows["experiment"] == variant]["seed"].nunique())
+            f["verdict"] = verdict
+            facts.update({f"{variant}_{dataset}_{k}": x for k, x in f.items()})
+            name = names.get(variant, variant)
+            parts.append(
+                f"{name} on the {dataset} (PCC claim **{verdict}**, {f['seeds']} seeds): PCC **{f['pcc_top50_variant']:.3f}** "
+                f"against **{f['pcc_top50_baseline']:.3f}**. Among the pool's anchors inside the object it is "
+                f"**{f['pcc_inside_variant']:.3f}** against **{f['pcc_inside_baseline']:.3f}** (Δ {f['d_pcc_inside']:+.3f}); "
+                f"among those outside it, **{f['pcc_outside_variant']:.3f}** against **{f['pcc_outside_baseline']:.3f}** "
+                f"(Δ {f['d_pcc_outside']:+.3f}), so the difference sits mostly **{f['gap_part']}** the object. The boxes of "
+                f"those outside anchors are {'better' if f['d_iou_outside'] > 0 else 'worse'} placed for {name} (mean IoU "
+                f"**{f['iou_outside_variant']:.3f}** against **{f['iou_outside_baseline']:.3f}**), and over *every* anchor "
+                f"inside the object, pool or not, its scores follow the IoU {'better' if f['d_pcc_all_inside'] > 0 else 'no better'} "
+                f"(**{f['pcc_all_inside_variant']:.3f}** against **{f['pcc_all_inside_baseline']:.3f}**)")
     if not parts:
         return "", {}
     text = (
-        f"*Where the PCC of {names.get(variant, variant)} and {names.get(baseline, baseline)} differs:* Table 6's PCC ranks, per "
+        f"*Where the PCC of a TAL-trained model falls short against {names.get(baseline, baseline)} (its claim reversed "
+        "or tied):* Table 6's PCC ranks, per "
         "object, the 50 best-scored predictions whose boxes overlap it most, and that pool mixes anchors inside the "
         "object (the only ones either assigner can make positive, so the only ones whose scores are trained against "
         "their boxes) with anchors outside it, whose boxes still reach it. Broken down "
