@@ -243,10 +243,10 @@ def test_the_conclusions_say_whether_the_protocol_checks_keep_each_pairs_order(t
     assert "twice the schedule, misaligned: not judged yet (1 of 3 paired seeds finished)" in text
     assert "fine-tuned backbone, shapes: not run on this bench yet" in text
     assert "Not covered by either check: T-Head > parallel head (ATSS, anchor-based);" in text
-    pd.DataFrame([dict(baseline="atss_parallel", variant="atss_t_head", finetuned_delta=2.0, finetuned_se=0.5,
-                       finetuned_seeds=3, finetuned_order="variant higher", agreement="same")]) \
-        .to_csv(tmp_path / "finetune_check_cpu.csv", index=False)
-    assert "fine-tuned backbone, shapes: the same order (Δ +2.00 ± 0.50 AP, variant higher)" in checks_line(t_head, tmp_path)
+    (tmp_path / "finetune").mkdir()  # the fine-tuning check's runs so far: seeds 0 and 1
+    rows(dict(atss_parallel=[0.05] * 3, atss_t_head=[0.08, 0.081, 0.079]), ("shapes",), seeds=[0, 1]) \
+        .to_csv(tmp_path / "finetune" / "ablation_runs_cpu.csv")
+    assert "fine-tuned backbone, shapes: the same order (Δ +3.05 ± 0.05 AP, variant higher)" in checks_line(t_head, tmp_path)
     layer = next(f for f in FAMILIES if f.title.startswith("M, O"))
     assert "none of this family's pairs is in the schedule or the fine-tuning check" in checks_line(layer, tmp_path)
     table6 = next(f for f in FAMILIES if f.title.startswith("Table 6"))

@@ -151,7 +151,7 @@ def _ablations(args) -> int:
             print(f"box AP: {record['AP']:.3f}")
         elif args.action == "finetune-check":
             # the frozen protocol's pairs again with the backbone fine-tuned (official freezing), shapes data set
-            tuned = Path(args.results or runs.RESULTS_DIR) / "finetune"
+            tuned = checks.finetune_check_dir(args.results or runs.RESULTS_DIR)
             names = sorted({e for pair in checks.FINETUNE_PAIRS for e in pair})
             check = [runs.Run("shapes", e, s) for e in names for s in checks.FINETUNE_SEEDS]
             run_grid(check, jobs=args.jobs, out_root=args.out_root or checks.FINETUNE_RUNS_DIR, results_dir=tuned,

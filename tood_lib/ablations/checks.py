@@ -71,13 +71,26 @@ def order_comparison(reference: pd.DataFrame, other: pd.DataFrame, pairs, names:
     return rows
 
 
-def finetune_check(frozen_dir: str | Path = RESULTS_DIR, finetuned_dir: str | Path = RESULTS_DIR / "finetune") -> pd.DataFrame:
+def finetune_check_dir(results_dir: str | Path = RESULTS_DIR) -> Path:
+    """Where ``ablations finetune-check`` collects its runs (``ablation_runs_cpu.csv``, committed as they finish)."""
+    return Path(results_dir) / "finetune"
+
+
+def finetune_comparison(frozen: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
     """For each of :data:`FINETUNE_PAIRS` on the shapes: :func:`order_comparison` of the frozen, cached
-    backbone (``frozen_*`` columns; seeds 0-2) and the fine-tuned one (``finetuned_*``).
-    Written to ``frozen_dir/finetune_check_cpu.csv``."""
-    frozen = pd.read_csv(Path(frozen_dir) / "ablation_runs_cpu.csv").query("dataset == 'shapes'")
-    tuned = pd.read_csv(Path(finetuned_dir) / "ablation_runs_cpu.csv").query("dataset == 'shapes'")
-    out = pd.DataFrame(order_comparison(frozen, tuned, FINETUNE_PAIRS, ("frozen", "finetuned"), FINETUNE_SEEDS))
+    backbone (``frozen``, the grid's per-run rows; ``frozen_*`` columns, seeds 0-2) and the fine-tuned one
+    (``tuned``; ``finetuned_*``). A pair without two paired seeds under both is not judged (``agreement``
+    empty), so the check can be read while it runs."""
+    frozen, tuned = frozen[frozen["dataset"] == "shapes"], tuned[tuned["dataset"] == "shapes"]
+    return pd.DataFrame(order_comparison(frozen, tuned, FINETUNE_PAIRS, ("frozen", "finetuned"), FINETUNE_SEEDS))
+
+
+def finetune_check(frozen_dir: str | Path = RESULTS_DIR, finetuned_dir: str | Path | None = None) -> pd.DataFrame:
+    """:func:`finetune_comparison` of ``frozen_dir``'s runs and ``finetuned_dir``'s (default
+    :func:`finetune_check_dir`), written to ``frozen_dir/finetune_check_cpu.csv``."""
+    finetuned_dir = Path(finetuned_dir) if finetuned_dir is not None else finetune_check_dir(frozen_dir)
+    out = finetune_comparison(pd.read_csv(Path(frozen_dir) / "ablation_runs_cpu.csv"),
+                              pd.read_csv(finetuned_dir / "ablation_runs_cpu.csv"))
     atomic_write_csv(out, Path(frozen_dir) / "finetune_check_cpu.csv", "%.4f")
     return out
 

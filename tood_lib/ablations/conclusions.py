@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tood_lib.ablations.checks import FINETUNE_PAIRS, SCHEDULE_PAIRS, schedule_check_dir, schedule_comparison
+from tood_lib.ablations.checks import (FINETUNE_PAIRS, SCHEDULE_PAIRS, finetune_check_dir, finetune_comparison,
+                                      schedule_check_dir, schedule_comparison)
 from tood_lib.ablations.claims import CLAIMS_BY_NAME
 
 COCO_TRAIN_IMAGES = 118_287  # COCO train2017
@@ -188,8 +189,9 @@ def checks_line(family: Family, results_dir: str | Path) -> str:
     base_path, longer_path = results_dir / "ablation_runs_cpu.csv", schedule_check_dir(results_dir) / "ablation_runs_cpu.csv"
     schedule = (schedule_comparison(pd.read_csv(base_path), pd.read_csv(longer_path))
                 if base_path.is_file() and longer_path.is_file() else pd.DataFrame())
-    tuned_path = results_dir / "finetune_check_cpu.csv"
-    tuned = pd.read_csv(tuned_path) if tuned_path.is_file() else None
+    tuned_path = finetune_check_dir(results_dir) / "ablation_runs_cpu.csv"
+    tuned = finetune_comparison(pd.read_csv(base_path), pd.read_csv(tuned_path)) \
+        if base_path.is_file() and tuned_path.is_file() else None
     parts, uncovered = [], []
     pairs = family_pairs(family)
     for baseline, variant, datasets, statement in pairs:
