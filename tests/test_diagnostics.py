@@ -317,3 +317,18 @@ def test_a_running_grid_records_its_wall_time_before_any_run_finishes(tmp_path, 
     assert [i["runs"] for i in timing["invocations"]] == [1]
     grid_module.run_grid(runs, jobs=1, out_root=tmp_path / "runs", results_dir=tmp_path / "results", progress=False)
     assert len(json.loads((tmp_path / "results" / "ablations_cpu_timing.json").read_text())["invocations"]) == 1
+
+
+def test_the_coco_cost_of_a_family_is_in_gpu_hours_at_a_stated_throughput():
+    """Issue 19, item 7: the decisive COCO-scale runs come with their GPU-hours at the official recipe
+    (R-50 1x: 12 epochs of the 118,287 train2017 images per run), at the V100 proxy unless a measured
+    throughput is passed, and the proxy is named as one."""
+    from tood_lib.ablations.conclusions import PROXY_V100_IMAGES_PER_S, coco_cost_text
+
+    assert PROXY_V100_IMAGES_PER_S == pytest.approx(10.0)  # detectron2: 0.200 s per 16 images on 8 V100s
+    text = coco_cost_text(["atss_parallel"])  # 3 seeds: 3 x 12 x 118,287 = 4,258,332 images
+    assert "3 runs of R-50 1x, 4.3 M training images in all, about 118 GPU-hours at 10 images/s per GPU" in text
+    assert "(a V100 proxy" in text and "4.9 h per run on 8 GPUs" in text
+    measured = coco_cost_text(["atss_parallel", "tood"], gpu_images_per_s=20)
+    assert "about 118 GPU-hours at 20 images/s per GPU, 2.5 h per run" in measured and "proxy" not in measured
+    assert "GPU-hours" not in coco_cost_text(["tood"], gpu_images_per_s=None)

@@ -23,6 +23,11 @@ from tood_lib.ablations.claims import CLAIMS_BY_NAME
 COCO_TRAIN_IMAGES = 118_287  # COCO train2017
 COCO_EPOCHS = 12  # R-50 1x, the paper's ablation recipe
 COCO_SEEDS = 3  # enough for the 2-SE rule on a paired difference; the paper reports one run
+# Training images per second on one V100 for a one-stage R-50-FPN detector at 1333x800: detectron2's model
+# zoo times RetinaNet R-50 1x at 0.200 s per iteration of 16 images on 8 V100s (MODEL_ZOO.md). Neither the
+# paper nor MMDetection publishes TOOD's training speed, and no GPU has measured ours yet
+# (benchmarks/gpu_check.sh does), so this is a proxy: TOOD's head has 6 shared convs against RetinaNet's 4 + 4.
+PROXY_V100_IMAGES_PER_S = 16 / 0.200 / 8
 
 
 @dataclass(frozen=True)
@@ -229,14 +234,19 @@ def _experiments(claim_name: str) -> list[str]:
     return [c.baseline, c.variant, *c.others]
 
 
-def coco_cost_text(experiments: list[str], seeds: int = COCO_SEEDS, gpu_images_per_s: float | None = None) -> str:
+def coco_cost_text(experiments: list[str], seeds: int = COCO_SEEDS,
+                   gpu_images_per_s: float | None = PROXY_V100_IMAGES_PER_S) -> str:
     """The COCO-scale runs that would settle a family: its configs under ``configs/ablations/``, and how
-    much training they are (R-50 1x: 12 epochs of COCO train2017 per run, ``seeds`` each). GPU-hours are
-    given when a measured training throughput (images per second on one GPU) is passed."""
+    much training they are (R-50 1x: 12 epochs of COCO train2017 per run, ``seeds`` each), in GPU-hours at
+    ``gpu_images_per_s`` training images per second on one GPU (default :data:`PROXY_V100_IMAGES_PER_S`,
+    a V100 proxy; pass a measured throughput instead, or None for no GPU-hours)."""
     runs = len(experiments) * seeds
     images = runs * COCO_EPOCHS * COCO_TRAIN_IMAGES
     text = (f"{', '.join(f'`configs/ablations/{e}.json`' for e in experiments)}, {seeds} seeds each: {runs} runs of "
             f"R-50 1x, {images / 1e6:.1f} M training images in all")
     if gpu_images_per_s:
-        text += f", about {images / gpu_images_per_s / 3600:.0f} GPU-hours at {gpu_images_per_s:g} images/s per GPU"
+        proxy = " (a V100 proxy: RetinaNet R-50's training speed in detectron2's model zoo)" \
+            if gpu_images_per_s == PROXY_V100_IMAGES_PER_S else ""
+        text += (f", about {images / gpu_images_per_s / 3600:,.0f} GPU-hours at {gpu_images_per_s:g} images/s per GPU{proxy}, "
+                 f"{images / runs / gpu_images_per_s / 3600 / 8:.1f} h per run on 8 GPUs")
     return text + "."
