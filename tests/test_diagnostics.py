@@ -242,6 +242,8 @@ def test_the_conclusions_say_whether_the_protocol_checks_keep_each_pairs_order(t
            "baseline higher)" in text
     assert "twice the schedule, misaligned: not judged yet (1 of 3 paired seeds finished)" in text
     assert "fine-tuned backbone, shapes: not run on this bench yet" in text
+    assert "A check reverses the order of T-Head + ATSS vs parallel + ATSS on the shapes (the grid's schedule)" in text
+    assert "A check reverses" not in checks_line(FAMILIES[1], tmp_path)  # TAL vs ATSS: nothing flipped
     assert "Not covered by either check: T-Head > parallel head (ATSS, anchor-based);" in text
     (tmp_path / "finetune").mkdir()  # the fine-tuning check's runs so far: seeds 0 and 1
     rows(dict(atss_parallel=[0.05] * 3, atss_t_head=[0.08, 0.081, 0.079]), ("shapes",), seeds=[0, 1]) \

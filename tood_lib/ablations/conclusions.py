@@ -187,9 +187,10 @@ def _check_text(row, name: str, seeds_needed: int = 2) -> str:
 
 def checks_line(family: Family, results_dir: str | Path) -> str:
     """Whether the family's AP verdicts survive the protocol checks (``checks``): for each of its pairs
-    that a check covers, the order under twice the schedule (per data set; computed from the runs, so
-    it can be read while the check runs) and with the backbone fine-tuned (shapes; from
-    ``finetune_check_cpu.csv`` of this bench), against the grid's. Pairs no check covers are named."""
+    that a check covers, the order under twice the schedule (per data set) and with the backbone
+    fine-tuned (shapes), against the grid's; both computed from the runs each check has committed, so
+    they can be read while it runs. A pair whose order a check reverses is named as holding for the
+    grid's protocol only; pairs no check covers are named."""
     results_dir = Path(results_dir)
     base_path, longer_path = results_dir / "ablation_runs_cpu.csv", schedule_check_dir(results_dir) / "ablation_runs_cpu.csv"
     schedule = (schedule_comparison(pd.read_csv(base_path), pd.read_csv(longer_path))
@@ -197,7 +198,7 @@ def checks_line(family: Family, results_dir: str | Path) -> str:
     tuned_path = finetune_check_dir(results_dir) / "ablation_runs_cpu.csv"
     tuned = finetune_comparison(pd.read_csv(base_path), pd.read_csv(tuned_path)) \
         if base_path.is_file() and tuned_path.is_file() else None
-    parts, uncovered = [], []
+    parts, uncovered, flipped = [], [], []
     pairs = family_pairs(family)
     for baseline, variant, datasets, statement in pairs:
         label = f"{_LABELS.get(variant, variant)} vs {_LABELS.get(baseline, baseline)}"
@@ -206,12 +207,16 @@ def checks_line(family: Family, results_dir: str | Path) -> str:
             for dataset in datasets:
                 hit = schedule[(schedule.dataset == dataset) & (schedule.baseline == baseline) & (schedule.variant == variant)] \
                     if len(schedule) else schedule
-                said.append(f"twice the schedule, {dataset}: "
-                            + _check_text(hit.iloc[0].to_dict() if len(hit) else None, "schedule_2x"))
+                row = hit.iloc[0].to_dict() if len(hit) else None
+                said.append(f"twice the schedule, {dataset}: " + _check_text(row, "schedule_2x"))
+                if row is not None and row.get("agreement") == "opposite":
+                    flipped.append(f"{label} on the {dataset} (the grid's schedule)")
         if (baseline, variant) in FINETUNE_PAIRS:
             hit = None if tuned is None else tuned[(tuned.baseline == baseline) & (tuned.variant == variant)]
             said.append("fine-tuned backbone, shapes: " + ("not run on this bench yet" if hit is None or hit.empty
                                                            else _check_text(hit.iloc[0].to_dict(), "finetuned")))
+            if hit is not None and len(hit) and hit.iloc[0].get("agreement") == "opposite":
+                flipped.append(f"{label} on the shapes (the frozen backbone)")
         if said:
             parts.append(f"{label}: " + "; ".join(said))
         else:
@@ -224,6 +229,9 @@ def checks_line(family: Family, results_dir: str | Path) -> str:
                 "check, so its verdicts rest on the grid's schedule and frozen backbone alone.")
     text = "*Under the protocol checks* (each pair's AP order by the same 2-SE rule, against the grid's runs of the same seeds): " + \
         " · ".join(parts) + "."
+    if flipped:
+        text += (f" A check reverses the order of {'; '.join(flipped)}: there the grid's verdict belongs to its "
+                 "protocol, not to the methods, and the longer or fine-tuned run is the better estimate.")
     if uncovered:
         text += f" Not covered by either check: {'; '.join(uncovered)}."
     return text
