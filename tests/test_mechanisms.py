@@ -198,3 +198,32 @@ def test_the_box_count_mechanism_separates_how_many_boxes_from_how_good(tmp_path
     assert "redundant boxes, T-Head + ATSS on the shapes (count Δ +124 ± 10, **reversed**): it keeps +48.0" in text
     assert "error ones (**higher**)" in text and "In **1 of 2** of these" in text
     assert "parallel + TAL" not in text  # its claim is reproduced
+
+
+def test_the_schedule_flip_mechanism_reads_both_schedules_of_a_flipped_pair(tmp_path):
+    """A pair whose order the schedule check reverses is described under both schedules from the two
+    ranking diagnoses; a pair that keeps its order is not."""
+    from tood_lib.ablations.mechanisms import schedule_flip_mechanism
+
+    def runs(t_head_gain, tood_gain):  # per-run rows of the misaligned set
+        return [dict(dataset="misaligned", experiment=e, seed=s, AP=0.14 + gain + 0.001 * s)
+                for e, gain in (("atss_parallel", 0.0), ("atss_t_head", t_head_gain), ("tood", tood_gain)) for s in range(3)]
+
+    def diagnosis(t_head_boxes):
+        return [dict(dataset="misaligned", experiment=e, seed=s, settled=True, AP=0.14, detections_per_image=boxes,
+                     correct=400, error=10 * boxes) for e, boxes in (("atss_parallel", 22), ("atss_t_head", t_head_boxes))
+                for s in range(3)]
+    (tmp_path / "schedule_x2").mkdir()
+    _write(tmp_path / "ablation_runs_cpu.csv", runs(-0.02, 0.5))
+    _write(tmp_path / "schedule_x2" / "ablation_runs_cpu.csv", runs(0.04, 0.5))  # T-Head flips, TOOD keeps its order
+    assert schedule_flip_mechanism(tmp_path) == ("", {})  # no diagnosis yet
+    _write(tmp_path / "ranking_diagnosis_cpu.csv", diagnosis(62))
+    _write(tmp_path / "schedule_x2" / "ranking_diagnosis_cpu.csv", diagnosis(36))
+    text, facts = schedule_flip_mechanism(tmp_path)
+    assert list(facts) == ["misaligned_atss_parallel_atss_t_head"]
+    f = facts["misaligned_atss_parallel_atss_t_head"]
+    assert f["atss_t_head_1x_detections_per_image"] == 62 and f["atss_t_head_2x_detections_per_image"] == 36
+    assert "T-Head + ATSS against parallel + ATSS on the misaligned (Δ AP -2.00 ± 0.00, then +4.00 ± 0.00)" in text
+    assert "keeping **62** then **36** boxes per image" in text and "TOOD" not in text
+    _write(tmp_path / "schedule_x2" / "ablation_runs_cpu.csv", runs(-0.02, 0.5))  # no flip: nothing to explain
+    assert schedule_flip_mechanism(tmp_path) == ("", {})

@@ -1,4 +1,4 @@
-"""Four mechanisms the multi-level grid revealed, rendered from its result files (issue 19).
+"""The mechanisms the multi-level grid revealed, rendered from its result files (issue 19).
 
 All were found after the grid had run, so they are explanations, not declared tests; each rests on an
 analysis the grid now records for every run (``diagnose.py``), and each function returns, beside its
@@ -14,9 +14,12 @@ Markdown, the numbers behind every direction it states, so that the notebook cel
   (``analysis.pcc_breakdown``).
 * :func:`box_count_mechanism` — why Table 6's redundant and error counts reverse or tie: they are totals over
   the boxes a model keeps, and the models that reverse them keep more boxes, not worse ones.
+* :func:`schedule_flip_mechanism` — what changes, box counts and AP, for a pair whose order the schedule check
+  reverses.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -224,8 +227,6 @@ def box_count_mechanism(results_dir: str | Path) -> tuple[str, dict]:
     and ``_{metric}_share`` each as (mean Δ, SE, seeds, order: "higher", "lower" or "not distinguishable"),
     and ``explained``: the claims whose count is not reproduced while their share is lower or tied and the
     variant keeps more boxes. ("", {}) without the files or without such a claim."""
-    import math
-
     from tood_lib.ablations.claims import CLAIMS_BY_NAME, paired, verdict
 
     results_dir = Path(results_dir)
@@ -279,4 +280,60 @@ def box_count_mechanism(results_dir: str | Path) -> tuple[str, dict]:
         + "How many boxes a model keeps above the score threshold is a question of its ranking and score calibration "
         "(the ranking diagnosis of notebook 05 §10). This reading was found after the grid had run, from the files it records; it "
         "was not declared before.")
+    return text, facts
+
+
+def schedule_flip_mechanism(results_dir: str | Path) -> tuple[str, dict]:
+    """What changes between the grid's schedule and twice it for every pair whose order the schedule check
+    reverses (``checks.schedule_comparison``), from the two ``ranking_diagnosis_cpu.csv`` (the grid's and
+    ``schedule_x2/``'s): each model's AP, boxes kept per image, correct and error boxes under both
+    schedules (means over the check's seeds, settled runs) -> (Markdown, facts). Facts per
+    ``{dataset}_{baseline}_{variant}``: ``{experiment}_{schedule}_{column}`` for schedule "1x" and "2x".
+    ("", {}) when no pair flips or a diagnosis is missing."""
+    from tood_lib.ablations.checks import SCHEDULE_FACTOR, SCHEDULE_SEEDS, schedule_check_dir, schedule_comparison
+
+    results_dir = Path(results_dir)
+    longer_dir = schedule_check_dir(results_dir)
+    base_runs, longer_runs = _read(results_dir / "ablation_runs_cpu.csv"), _read(longer_dir / "ablation_runs_cpu.csv")
+    diagnosis = {"1x": _read(results_dir / "ranking_diagnosis_cpu.csv"),
+                 f"{SCHEDULE_FACTOR}x": _read(longer_dir / "ranking_diagnosis_cpu.csv")}
+    if base_runs.empty or longer_runs.empty or any(d.empty for d in diagnosis.values()):
+        return "", {}
+    flips = schedule_comparison(base_runs, longer_runs)
+    flips = flips[flips["agreement"] == "opposite"]
+    names = {"atss_parallel": "parallel + ATSS", "atss_t_head": "T-Head + ATSS", "tal_parallel": "parallel + TAL",
+             "tood": "TOOD"}
+    columns = ("AP", "detections_per_image", "correct", "error")
+    facts, parts = {}, []
+    for flip in flips.itertuples():
+        f = {}
+        for schedule, table in diagnosis.items():
+            rows = table[(table["dataset"] == flip.dataset) & table["seed"].isin(SCHEDULE_SEEDS) & table["settled"].astype(bool)]
+            for experiment in (flip.baseline, flip.variant):
+                mine = rows[rows["experiment"] == experiment]
+                for c in columns:
+                    f[f"{experiment}_{schedule}_{c}"] = float(mine[c].mean()) if len(mine) else float("nan")
+        if any(math.isnan(v) for v in f.values()):
+            continue
+        facts[f"{flip.dataset}_{flip.baseline}_{flip.variant}"] = f
+        longer = f"{SCHEDULE_FACTOR}x"
+
+        def course(experiment):
+            a = {c: f[f"{experiment}_1x_{c}"] for c in columns}
+            b = {c: f[f"{experiment}_{longer}_{c}"] for c in columns}
+            return (f"{names.get(experiment, experiment)} goes from **{100 * a['AP']:.1f}** to **{100 * b['AP']:.1f}** AP, "
+                    f"keeping **{a['detections_per_image']:.0f}** then **{b['detections_per_image']:.0f}** boxes per image, "
+                    f"of which **{a['correct']:.0f}** then **{b['correct']:.0f}** correct and **{a['error']:.0f}** then "
+                    f"**{b['error']:.0f}** errors over the val split")
+        parts.append(f"{names.get(flip.variant, flip.variant)} against {names.get(flip.baseline, flip.baseline)} on the "
+                     f"{flip.dataset} (Δ AP {flip.schedule_1x_delta:+.2f} ± {flip.schedule_1x_se:.2f}, then "
+                     f"{flip.schedule_2x_delta:+.2f} ± {flip.schedule_2x_se:.2f}): {course(flip.variant)}; "
+                     f"{course(flip.baseline)}")
+    if not parts:
+        return "", {}
+    text = ("*Why the schedule check reverses an order:* the schedule check's runs are diagnosed like the grid's, so each "
+            f"flipped pair can be read under both schedules (means over seeds {', '.join(map(str, SCHEDULE_SEEDS))} "
+            "that have finished). Under the grid's schedule and then twice it: " + "; ".join(parts) + ". The pair's "
+            "verdict under the grid's schedule measured models whose box counts were still changing; it is the longer "
+            "runs that say where the pair settles on this bench.")
     return text, facts
