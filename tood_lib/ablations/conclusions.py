@@ -1,7 +1,7 @@
 """What a learner can carry away from the CPU grid: the claims grouped into families, each family's
-verdicts on both benches side by side, the diagnostics that explain them, whether the protocol checks (a longer schedule, a fine-tuned
-backbone) keep their orders, what the bench cannot say,
-and the COCO-scale runs that would settle it (issue 19).
+verdicts on both benches side by side, the diagnostics that explain them, whether the protocol checks
+(a longer schedule, a fine-tuned backbone) keep their orders, what the bench cannot say, and the
+COCO-scale runs that would settle it (issue 19).
 
 Everything a sentence states about a result is computed here from the result files
 (``verdicts_cpu.csv`` of each bench, the diagnostics, the checks); what is fixed text is only what a
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tood_lib.ablations.checks import (FINETUNE_PAIRS, SCHEDULE_PAIRS, finetune_check_dir, finetune_comparison,
-                                      schedule_check_dir, schedule_comparison)
+from tood_lib.ablations.checks import (FINETUNE_PAIRS, FINETUNE_SEEDS, SCHEDULE_PAIRS, SCHEDULE_SEEDS,
+                                      finetune_check_dir, finetune_comparison, schedule_check_dir, schedule_comparison)
 from tood_lib.ablations.claims import CLAIMS_BY_NAME
 
 COCO_TRAIN_IMAGES = 118_287  # COCO train2017
@@ -176,10 +176,11 @@ def family_pairs(family: Family) -> list[tuple[str, str, tuple[str, ...], str]]:
     return [(b, v, d, st) for (b, v), (d, st) in pairs.items()]
 
 
-def _check_text(row, name: str, seeds_needed: int = 2) -> str:
+def _check_text(row, name: str, declared_seeds: int) -> str:
+    """One check's say on one pair (``row``: a row of ``checks.order_comparison``, or None before any run)."""
     if row is None or pd.isna(row.get("agreement")):
         seeds = 0 if row is None else int(row[f"{name}_seeds"])
-        return f"not judged yet ({seeds} of 3 paired seeds finished)" if seeds < seeds_needed else "not judged yet"
+        return f"not judged yet ({seeds} of {declared_seeds} paired seeds finished)"
     word = {"same": "the same order", "opposite": "**the opposite order**",
             "one not distinguishable": "a tie under one of the two"}[row["agreement"]]
     return f"{word} (Δ {row[f'{name}_delta']:+.2f} ± {row[f'{name}_se']:.2f} AP, {row[f'{name}_order']})"
@@ -208,13 +209,13 @@ def checks_line(family: Family, results_dir: str | Path) -> str:
                 hit = schedule[(schedule.dataset == dataset) & (schedule.baseline == baseline) & (schedule.variant == variant)] \
                     if len(schedule) else schedule
                 row = hit.iloc[0].to_dict() if len(hit) else None
-                said.append(f"twice the schedule, {dataset}: " + _check_text(row, "schedule_2x"))
+                said.append(f"twice the schedule, {dataset}: " + _check_text(row, "schedule_2x", len(SCHEDULE_SEEDS)))
                 if row is not None and row.get("agreement") == "opposite":
                     flipped.append(f"{label} on the {dataset} (the grid's schedule)")
         if (baseline, variant) in FINETUNE_PAIRS:
             hit = None if tuned is None else tuned[(tuned.baseline == baseline) & (tuned.variant == variant)]
             said.append("fine-tuned backbone, shapes: " + ("not run on this bench yet" if hit is None or hit.empty
-                                                           else _check_text(hit.iloc[0].to_dict(), "finetuned")))
+                                                           else _check_text(hit.iloc[0].to_dict(), "finetuned", len(FINETUNE_SEEDS))))
             if hit is not None and len(hit) and hit.iloc[0].get("agreement") == "opposite":
                 flipped.append(f"{label} on the shapes (the frozen backbone)")
         if said:
