@@ -205,8 +205,8 @@ def test_the_schedule_flip_mechanism_reads_both_schedules_of_a_flipped_pair(tmp_
     ranking diagnoses; a pair that keeps its order is not."""
     from tood_lib.ablations.mechanisms import schedule_flip_mechanism
 
-    def runs(t_head_gain, tood_gain):  # per-run rows of the misaligned set
-        return [dict(dataset="misaligned", experiment=e, seed=s, AP=0.14 + gain + 0.001 * s)
+    def runs(t_head_gain, tood_gain, settled=False):  # per-run rows of the misaligned set
+        return [dict(dataset="misaligned", experiment=e, seed=s, AP=0.14 + gain + 0.001 * s, pre_drop_ok=settled)
                 for e, gain in (("atss_parallel", 0.0), ("atss_t_head", t_head_gain), ("tood", tood_gain)) for s in range(3)]
 
     def diagnosis(t_head_boxes):
@@ -225,5 +225,10 @@ def test_the_schedule_flip_mechanism_reads_both_schedules_of_a_flipped_pair(tmp_
     assert f["atss_t_head_1x_detections_per_image"] == 62 and f["atss_t_head_2x_detections_per_image"] == 36
     assert "T-Head + ATSS against parallel + ATSS on the misaligned (Δ AP -2.00 ± 0.00, then +4.00 ± 0.00)" in text
     assert "keeping **62** then **36** boxes per image" in text and "TOOD" not in text
+    assert "**0 of 6** had settled before the first LR drop under the grid's schedule, **0 of 6** under twice it" in text
+    assert "not a settled one" in text  # neither schedule settled: the text says the question is still open
+    _write(tmp_path / "schedule_x2" / "ablation_runs_cpu.csv", runs(0.04, 0.5, settled=True))
+    text, facts = schedule_flip_mechanism(tmp_path)
+    assert "**6 of 6** under twice it" in text and "the longer runs, all settled, are the better estimate" in text
     _write(tmp_path / "schedule_x2" / "ablation_runs_cpu.csv", runs(-0.02, 0.5))  # no flip: nothing to explain
     assert schedule_flip_mechanism(tmp_path) == ("", {})

@@ -19,6 +19,7 @@ import pandas as pd
 from tood_lib.ablations.checks import (FINETUNE_PAIRS, FINETUNE_SEEDS, SCHEDULE_PAIRS, SCHEDULE_SEEDS,
                                       finetune_check_dir, finetune_comparison, schedule_check_dir, schedule_comparison)
 from tood_lib.ablations.claims import CLAIMS_BY_NAME
+from tood_lib.ablations.mechanisms import MODEL_NAMES
 
 COCO_TRAIN_IMAGES = 118_287  # COCO train2017
 COCO_EPOCHS = 12  # R-50 1x, the paper's ablation recipe
@@ -160,10 +161,6 @@ def family_markdown(family: Family, results_dir: str | Path, first_bench_dir: st
     return "\n".join(lines)
 
 
-_LABELS = {"atss_parallel": "parallel + ATSS", "atss_t_head": "T-Head + ATSS", "tal_parallel": "parallel + TAL",
-           "tood": "TOOD"}
-
-
 def family_pairs(family: Family) -> list[tuple[str, str, tuple[str, ...], str]]:
     """The (baseline, variant, data sets, statement) of the family's AP claims, each pair once (with its
     first claim's statement and every data set its claims are judged on), in declaration order."""
@@ -202,7 +199,7 @@ def checks_line(family: Family, results_dir: str | Path) -> str:
     parts, uncovered, flipped = [], [], []
     pairs = family_pairs(family)
     for baseline, variant, datasets, statement in pairs:
-        label = f"{_LABELS.get(variant, variant)} vs {_LABELS.get(baseline, baseline)}"
+        label = f"{MODEL_NAMES.get(variant, variant)} vs {MODEL_NAMES.get(baseline, baseline)}"
         said = []
         if (baseline, variant) in SCHEDULE_PAIRS:
             for dataset in datasets:

@@ -25,6 +25,8 @@ from pathlib import Path
 import pandas as pd
 
 COCO_ITERATIONS = 118_287 // 16 * 12  # R-50 1x: 12 epochs of train2017 at batch 16 (the paper's recipe)
+MODEL_NAMES = {"atss_parallel": "parallel + ATSS", "atss_t_head": "T-Head + ATSS", "tal_parallel": "parallel + TAL",
+               "tood": "TOOD"}  # Table 6's four models, as the text names them
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -164,8 +166,7 @@ def pcc_mechanism(results_dir: str | Path, variants: tuple[str, ...] = PCC_VARIA
         return "", {}
     table = table[table["settled"].astype(bool)]
     verdicts = _read(results_dir / "verdicts_cpu.csv")
-    names = {"atss_parallel": "parallel + ATSS", "tal_parallel": "parallel + TAL", "atss_t_head": "T-Head + ATSS",
-             "tood": "TOOD"}
+    names = MODEL_NAMES
     columns = ("pcc_top50", "pcc_inside", "pcc_outside", "pcc_all_inside", "iou_inside", "iou_outside", "inside_share")
     facts, parts = {}, []
     for variant in variants:
@@ -236,8 +237,7 @@ def box_count_mechanism(results_dir: str | Path) -> tuple[str, dict]:
     runs = runs[runs["settled"].astype(bool)].copy()
     for metric in ("redundant", "error"):
         runs[f"{metric}_share"] = 100 * runs[metric] / runs["detections"]
-    names = {"atss_parallel": "parallel + ATSS", "atss_t_head": "T-Head + ATSS", "tal_parallel": "parallel + TAL",
-             "tood": "TOOD"}
+    names = MODEL_NAMES
 
     def delta(part, variant, column):  # (mean paired Δ, SE, seeds, order of the variant by the 2-SE rule)
         d = paired(part, "atss_parallel", variant, column)
@@ -301,8 +301,7 @@ def schedule_flip_mechanism(results_dir: str | Path) -> tuple[str, dict]:
         return "", {}
     flips = schedule_comparison(base_runs, longer_runs)
     flips = flips[flips["agreement"] == "opposite"]
-    names = {"atss_parallel": "parallel + ATSS", "atss_t_head": "T-Head + ATSS", "tal_parallel": "parallel + TAL",
-             "tood": "TOOD"}
+    names = MODEL_NAMES
     columns = ("AP", "detections_per_image", "correct", "error")
     facts, parts = {}, []
     for flip in flips.itertuples():
@@ -315,8 +314,13 @@ def schedule_flip_mechanism(results_dir: str | Path) -> tuple[str, dict]:
                     f[f"{experiment}_{schedule}_{c}"] = float(mine[c].mean()) if len(mine) else float("nan")
         if any(math.isnan(v) for v in f.values()):
             continue
-        facts[f"{flip.dataset}_{flip.baseline}_{flip.variant}"] = f
         longer = f"{SCHEDULE_FACTOR}x"
+        for schedule, table in (("1x", base_runs), (longer, longer_runs)):  # the plateau rule before the first LR drop
+            pair_runs = table[(table["dataset"] == flip.dataset) & table["experiment"].isin([flip.baseline, flip.variant])
+                              & table["seed"].isin(SCHEDULE_SEEDS)]
+            f[f"{schedule}_runs"] = len(pair_runs)
+            f[f"{schedule}_settled_before_drop"] = int(pair_runs["pre_drop_ok"].astype(bool).sum())
+        facts[f"{flip.dataset}_{flip.baseline}_{flip.variant}"] = f
 
         def course(experiment):
             a = {c: f[f"{experiment}_1x_{c}"] for c in columns}
@@ -328,12 +332,17 @@ def schedule_flip_mechanism(results_dir: str | Path) -> tuple[str, dict]:
         parts.append(f"{names.get(flip.variant, flip.variant)} against {names.get(flip.baseline, flip.baseline)} on the "
                      f"{flip.dataset} (Δ AP {flip.schedule_1x_delta:+.2f} ± {flip.schedule_1x_se:.2f}, then "
                      f"{flip.schedule_2x_delta:+.2f} ± {flip.schedule_2x_se:.2f}): {course(flip.variant)}; "
-                     f"{course(flip.baseline)}")
+                     f"{course(flip.baseline)}. Of the pair's runs, **{f['1x_settled_before_drop']} of {f['1x_runs']}** had "
+                     f"settled before the first LR drop under the grid's schedule, **{f[f'{longer}_settled_before_drop']} of "
+                     f"{f[f'{longer}_runs']}** under twice it: "
+                     + ("the grid's verdict on this pair was taken from models still learning, and the longer runs, all "
+                        "settled, are the better estimate of where it settles on this bench"
+                        if f[f"{longer}_settled_before_drop"] == f[f"{longer}_runs"] else
+                        "neither schedule has all of them settled before its first drop, so the order the longer runs "
+                        "give is the better estimate so far but not a settled one; a longer schedule still could move it"))
     if not parts:
         return "", {}
     text = ("*Why the schedule check reverses an order:* the schedule check's runs are diagnosed like the grid's, so each "
             f"flipped pair can be read under both schedules (means over seeds {', '.join(map(str, SCHEDULE_SEEDS))} "
-            "that have finished). Under the grid's schedule and then twice it: " + "; ".join(parts) + ". The pair's "
-            "verdict under the grid's schedule measured models whose box counts were still changing; it is the longer "
-            "runs that say where the pair settles on this bench.")
+            "that have finished). Under the grid's schedule and then twice it: " + "; ".join(parts) + ".")
     return text, facts
